@@ -1,0 +1,365 @@
+"""``LiveTrader``: feed -> dispatch -> strategy -> risk -> broker -> positions, measured.
+
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", mode="queue"))
+    trader.strategy = MyStrategy()          # swappable while running
+    trader.use_direct_callbacks = True      # same as trader.mode = "callback"
+    trader.start(); ...; trader.stop()      # idempotent; start/stop/start works
+
+A tick's whole path is ``LiveTrader._on_tick`` below, top to bottom. It runs on
+the socket thread (callback mode) or on the consumer thread (queue / poll
+mode), never on two at once: ``kit.dispatch`` guarantees the ordering and the
+strategy lock guarantees that a strategy swap from the notebook waits for the
+tick in progress.
+
+Creating a trader with the same ``name`` as a live one closes the old one
+first, so re-running a notebook cell never leaves two feeds running.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from time import perf_counter_ns
+
+import pandas as pd
+
+from .broker import PaperBroker
+from .dispatch import CALLBACK, MODES, QUEUE, Dispatcher
+from .feed import FeedCredentials, ReconnectPolicy, SmartFeed
+from .metrics import LatencyMetrics
+from .risk import RiskLimits, RiskManager
+from .strategy import Signal, Strategy
+from .tick import LTP, MODE_NAMES
+
+log = logging.getLogger("kit.engine")
+
+FEEDS = ("sim", "smartapi")
+
+
+@dataclass
+class TraderConfig:
+    """Everything a ``LiveTrader`` needs; every field has a working offline default.
+
+    tokens: ``{exchange_type: [token, ...]}``; ``None`` means the simulator's
+    default instruments (the NIFTY index and a strip of NIFTY options).
+    """
+    feed: str = "sim"
+    tokens: dict | None = None
+    subscription_mode: int = LTP
+    mode: str = QUEUE
+    queue_size: int = 1000
+    poll_interval: float = 0.05
+    paper: bool = True
+    parser: str = "fast"
+    # embedded simulator
+    sim_rate: float = 2.0            # ticks per second per token
+    sim_seed: int = 7
+    sim_delay_ms: float = 0.0
+    sim_port: int = 0                # 0: any free port on 127.0.0.1
+    # real feed ("smartapi"): URLs default to Angel One's; credentials from env / .env
+    feed_url: str | None = None
+    rest_url: str | None = None
+    env_file: str | None = ".env"
+    # resilience
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    heartbeat_interval: float = 10.0
+    stall_timeout: float | None = 30.0
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    metrics_window: int = 100_000
+    name: str = "default"
+
+    def __post_init__(self):
+        if self.feed not in FEEDS:
+            raise ValueError(f"feed must be one of {FEEDS}, not {self.feed!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.subscription_mode not in MODE_NAMES:
+            raise ValueError(f"subscription_mode must be one of {sorted(MODE_NAMES)}")
+
+
+_live_traders: "weakref.WeakValueDictionary[str, LiveTrader]" = weakref.WeakValueDictionary()
+_registry_lock = threading.Lock()
+
+
+class LiveTrader:
+    """Runs one strategy on one feed. See the module docstring for the API."""
+
+    def __init__(self, config: TraderConfig | None = None, **overrides):
+        config = replace(config or TraderConfig(), **overrides)
+        if not config.paper:
+            raise NotImplementedError("live order routing is not available in this version; use paper=True")
+        with _registry_lock:
+            previous = _live_traders.get(config.name)
+            if previous is not None:
+                log.info("closing the previous trader named %r", config.name)
+                previous.close()
+            _live_traders[config.name] = self
+        self.config = config
+        self.metrics = LatencyMetrics(config.metrics_window)
+        self.risk = RiskManager(config.risk)
+        self.broker = PaperBroker()
+        self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.queue_size,
+                                     poll_interval=config.poll_interval)
+        self.simulator = None
+        self.feed: SmartFeed | None = None
+        self._strategy: Strategy | None = None
+        self._strategy_lock = threading.Lock()
+        self._lifecycle_lock = threading.RLock()
+        self._running = False
+        self._tick_listeners: tuple = ()
+        self._signal_listeners: tuple = ()
+        self.signals: list[Signal] = []
+        self.ticks_processed = 0
+        self.strategy_errors = 0
+        self.last_strategy_error: str = ""
+        self.rejected_signals = 0
+        self.started_at: float | None = None
+
+    # ================================================================== the tick path
+    def _on_tick(self, tick, via: str) -> None:
+        dispatched = perf_counter_ns()
+        acked = 0
+        with self._strategy_lock:
+            # 1. paper orders waiting for "the next tick" fill at this one
+            self.broker.on_tick(tick)
+            # 2. the strategy
+            strategy = self._strategy
+            signals = None
+            if strategy is not None:
+                try:
+                    signals = strategy.on_tick(tick)
+                except Exception as exc:
+                    self._strategy_failed(strategy, tick, exc)
+            decided = perf_counter_ns()
+            # 3. signal -> risk -> broker
+            if signals is not None:
+                for signal in signals if isinstance(signals, list) else (signals,):
+                    signal.tick_seq, signal.tick_recv_ns = tick.seq, tick.recv_ns
+                    self.signals.append(signal)
+                    reason = self.risk.check(signal, tick, self.broker)
+                    if reason is None:
+                        self.broker.submit(signal, tick)
+                    else:
+                        self.rejected_signals += 1
+                        log.warning("signal rejected by risk: %s (%s)", reason, signal)
+                    for listener in self._signal_listeners:
+                        listener(signal, reason)
+                acked = perf_counter_ns()
+            self.ticks_processed += 1
+        # 4. measurements and observers, outside the lock
+        self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
+        for listener in self._tick_listeners:
+            listener(tick)
+
+    def _strategy_failed(self, strategy, tick, exc) -> None:
+        self.strategy_errors += 1
+        self.last_strategy_error = f"{type(exc).__name__}: {exc}"
+        if self.strategy_errors <= 10 or self.strategy_errors % 1000 == 0:
+            log.error("%s.on_tick raised on %r (error #%d)", type(strategy).__name__, tick,
+                      self.strategy_errors, exc_info=exc)
+
+    # ================================================================== strategy and mode
+    @property
+    def strategy(self) -> Strategy | None:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, new: Strategy | None) -> None:
+        """Swap between two ticks: the tick in progress finishes with the old strategy."""
+        if new is not None and not callable(getattr(new, "on_tick", None)):
+            raise TypeError(f"{new!r} has no on_tick(tick) method")
+        with self._strategy_lock:
+            old = self._strategy
+            if old is new:
+                return
+            if self._running and old is not None:
+                self._call_hook(old, "on_stop")
+            if self._running and new is not None:
+                self._call_hook(new, "on_start")
+            self._strategy = new
+
+    @staticmethod
+    def _call_hook(strategy, hook: str) -> None:
+        fn = getattr(strategy, hook, None)
+        if fn is not None:
+            try:
+                fn()
+            except Exception:
+                log.exception("%s.%s raised", type(strategy).__name__, hook)
+
+    @property
+    def mode(self) -> str:
+        return self.dispatcher.mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        """Switch while ticks flow; queued ticks are handled first, in order."""
+        self.dispatcher.mode = mode
+
+    @property
+    def use_direct_callbacks(self) -> bool:
+        """The seed document's toggle: True is callback mode, False is queue mode."""
+        return self.dispatcher.mode == CALLBACK
+
+    @use_direct_callbacks.setter
+    def use_direct_callbacks(self, on: bool) -> None:
+        self.dispatcher.mode = CALLBACK if on else QUEUE
+
+    # ================================================================== observers
+    def add_tick_listener(self, fn) -> None:
+        """``fn(tick)`` after each processed tick, on the tick's thread. Keep it cheap."""
+        self._tick_listeners = self._tick_listeners + (fn,)
+
+    def remove_tick_listener(self, fn) -> None:
+        self._tick_listeners = tuple(f for f in self._tick_listeners if f is not fn)
+
+    def add_signal_listener(self, fn) -> None:
+        """``fn(signal, rejection_reason_or_None)`` for every signal."""
+        self._signal_listeners = self._signal_listeners + (fn,)
+
+    def remove_signal_listener(self, fn) -> None:
+        self._signal_listeners = tuple(f for f in self._signal_listeners if f is not fn)
+
+    # ================================================================== lifecycle
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self, *, consumer_thread: bool = True) -> "LiveTrader":
+        """Connect the feed and begin dispatching. Idempotent.
+
+        ``consumer_thread=False`` leaves the queue consumer to the caller
+        (``run()`` uses it to consume on a script's main thread).
+        """
+        with self._lifecycle_lock:
+            if self._running:
+                return self
+            url, credentials = self._connect_target()
+            tokens = self.config.tokens or self._default_tokens()
+            self.feed = SmartFeed(
+                url, credentials, {self.config.subscription_mode: tokens}, self.dispatcher.submit,
+                parser=self.config.parser, reconnect=self.config.reconnect,
+                heartbeat_interval=self.config.heartbeat_interval, stall_timeout=self.config.stall_timeout,
+                name=f"kit-feed-{self.config.name}")
+            with self._strategy_lock:
+                if self._strategy is not None:
+                    self._call_hook(self._strategy, "on_start")
+                self._running = True
+            if consumer_thread:
+                self.dispatcher.start_consumer_thread(name=f"kit-consumer-{self.config.name}")
+            self.feed.start()
+            self.started_at = time.time()
+            return self
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self.feed is not None and self.feed.wait_connected(timeout)
+
+    def run(self, duration: float | None = None) -> None:
+        """Start, consume on the calling thread until ``duration`` elapses (or Ctrl-C), stop."""
+        self.start(consumer_thread=False)
+        until = None if duration is None else time.monotonic() + duration
+        try:
+            self.dispatcher.consume(until=until)
+        except KeyboardInterrupt:
+            log.info("interrupted; stopping")
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the feed, handle what is already queued, then stop the strategy. Idempotent."""
+        with self._lifecycle_lock:
+            if not self._running:
+                return
+            if self.feed is not None:
+                self.feed.stop()
+            self.dispatcher.stop()
+            with self._strategy_lock:
+                if self._strategy is not None:
+                    self._call_hook(self._strategy, "on_stop")
+                self._running = False
+
+    def close(self) -> None:
+        """Stop, and stop the embedded simulator too."""
+        self.stop()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ================================================================== feed selection
+    def _connect_target(self) -> tuple[str, FeedCredentials]:
+        cfg = self.config
+        if cfg.feed == "sim":
+            if self.simulator is None:
+                from .simulator import Simulator
+                self.simulator = Simulator(port=cfg.sim_port, tokens=cfg.tokens, rate=cfg.sim_rate,
+                                           seed=cfg.sim_seed, delay_ms=cfg.sim_delay_ms)
+            self.simulator.start()
+            c = self.simulator.credentials
+            return self.simulator.url, FeedCredentials(c.auth_token, c.api_key, c.client_code, c.feed_token)
+        from .session import ANGEL_FEED_URL, FEED_URL_ENV, Credentials, login
+        session = login(Credentials.from_env(cfg.env_file), root=cfg.rest_url)
+        self.session = session
+        return cfg.feed_url or os.environ.get(FEED_URL_ENV) or ANGEL_FEED_URL, session.feed
+
+    def _default_tokens(self) -> dict:
+        if self.config.feed == "sim":
+            from .simulator import DEFAULT_TOKENS
+            return DEFAULT_TOKENS
+        raise ValueError("tokens are required for the smartapi feed, e.g. tokens={2: ['43650']}")
+
+    # ================================================================== what the user looks at
+    @property
+    def status(self) -> dict:
+        feed = self.feed.stats if self.feed is not None else None
+        d = self.dispatcher
+        pnl = self.broker.pnl()
+        return {
+            "running": self._running,
+            "connected": bool(feed and feed.connected),
+            "mode": d.mode,
+            "active_mode": d.active_mode,
+            "ticks_received": feed.ticks if feed else 0,
+            "ticks_processed": self.ticks_processed,
+            "queue_depth": d.depth,
+            "max_queue_depth": d.max_depth,
+            "dropped": d.dropped,
+            "strategy_errors": self.strategy_errors,
+            "signals": len(self.signals),
+            "rejected_signals": self.rejected_signals,
+            "malformed_frames": feed.malformed if feed else 0,
+            "error_frames": feed.error_frames if feed else 0,
+            "reconnects": feed.reconnects if feed else 0,
+            "stalls": feed.stalls if feed else 0,
+            "auth_failed": bool(feed and feed.auth_failed),
+            "realized_pnl": pnl["realized"],
+            "unrealized_pnl": pnl["unrealized"],
+            "pnl": pnl["total"],
+        }
+
+    def signals_df(self) -> pd.DataFrame:
+        return pd.DataFrame([s.as_row() for s in list(self.signals)],
+                            columns=["token", "side", "qty", "order_type", "limit_price",
+                                     "exchange_type", "tick_seq", "reason"])
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<LiveTrader {self.config.name!r} feed={self.config.feed} mode={self.mode} {state}>"
+
+
+@atexit.register
+def _close_all_traders() -> None:
+    for trader in list(_live_traders.values()):
+        try:
+            trader.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass

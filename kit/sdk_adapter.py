@@ -1,0 +1,315 @@
+"""Every workaround for smartapi-python 1.5.5, in one place.
+
+The kit uses the SDK's real classes (``SmartConnect``, ``SmartWebSocketV2``);
+this module imports them safely and subclasses them where they are broken.
+Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
+
+1. Importing anything from ``SmartApi`` runs ``SmartConnect``'s class body,
+   which calls a public IP-lookup service with no timeout. We refuse that one
+   call during the import (the SDK then falls back to its hard-coded address).
+2. The SDK's constructors create ``logs/<date>/app.log`` in the working
+   directory and call ``logzero.logfile`` (global logging reconfiguration).
+   Inside the SDK modules, ``os`` and ``logzero`` are replaced by stand-ins
+   that skip exactly those two things; the SDK's ``logger`` becomes the kit's
+   ``kit.sdk`` logger.
+3. A failed login makes the SDK log the PIN, TOTP and API key. Every record on
+   the SDK's loggers passes through ``SecretRedactor`` first.
+4. ``input_request_dict`` is class-level, ``subscribe()`` aliases the caller's
+   token list and ``unsubscribe()`` merges request keys into it (breaking
+   ``resubscribe()``). ``KitWebSocketV2`` keeps it per instance, copies the
+   lists, and unsubscribes by removing tokens.
+5. ``_on_error`` sleeps and recurses into ``connect()`` on the socket thread
+   and drops subscriptions. Here it only reports; ``kit.feed`` reconnects.
+6. ``_on_close`` has the wrong arity for websocket-client 1.x, so a clean
+   close became an error and a reconnect. Fixed arity.
+7. Text frames (JSON error frames, text ``pong``) never reach the user.
+   ``_on_data`` routes them to ``on_text``.
+8. Only protocol pings are sent; Angel One documents a text ``ping``.
+   ``send_heartbeat()`` sends it (``kit.feed`` schedules it).
+9. TLS verification is off and urllib3 warnings are silenced globally.
+   ``wss://`` URLs are verified; the global warning filters are restored.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import ssl
+import threading
+import time
+import warnings
+from time import perf_counter_ns
+
+import websocket
+
+from . import wire
+
+log = logging.getLogger("kit.sdk")
+
+
+# --------------------------------------------------------------------------- 3. secrets
+class SecretRedactor(logging.Filter):
+    """Replaces registered secret values, and secret-looking fields, in log records."""
+
+    _FIELD = re.compile(
+        r"""(?ix)
+        (['"]?(?:password|pin|totp|x-privatekey|api_?key|authorization|jwttoken|
+               refreshtoken|feedtoken|x-feed-token|x-api-key|access_token)['"]?\s*[:=]\s*)
+        (['"]?)(?:Bearer\s+)?[^'",\s}]+(['"]?)""")
+
+    def __init__(self):
+        super().__init__("kit-secrets")
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def register(self, *values: str | None) -> None:
+        with self._lock:
+            self._secrets.update(v for v in values if v and len(v) >= 4)
+
+    def redact(self, text: str) -> str:
+        for s in sorted(self._secrets, key=len, reverse=True):
+            if s in text:
+                text = text.replace(s, "***")
+        return self._FIELD.sub(r"\1\2***\3", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a broken format string must not kill logging
+            msg = str(record.msg)
+        record.msg, record.args = self.redact(msg), None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+redactor = SecretRedactor()
+
+
+def register_secret(*values: str | None) -> None:
+    """Make sure these values never appear in any log record the kit or SDK writes."""
+    redactor.register(*values)
+
+
+def _guard_logger(logger: logging.Logger) -> logging.Logger:
+    if redactor not in logger.filters:
+        logger.addFilter(redactor)
+    return logger
+
+
+for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect"):
+    _guard_logger(logging.getLogger(_name))
+
+
+# --------------------------------------------------------------------------- 1. + 2. safe import
+class _OsWithoutLogDirs:
+    """Stands in for ``os`` inside the SDK modules: everything but creating ``logs/``."""
+    path = os.path
+
+    @staticmethod
+    def makedirs(name, *args, **kwargs):
+        if str(name).replace("\\", "/").split("/")[0] == "logs":
+            return None
+        return os.makedirs(name, *args, **kwargs)
+
+    def __getattr__(self, item):  # pragma: no cover - the SDK uses only path/makedirs
+        return getattr(os, item)
+
+
+class _LogzeroWithoutFiles:
+    """Stands in for ``logzero`` inside the SDK modules: no log files, no global setup."""
+    logger = log
+
+    @staticmethod
+    def logfile(*args, **kwargs):
+        return None
+
+
+def _import_sdk():
+    import requests
+
+    real_get = requests.get
+
+    def refuse_lookup(url, *args, **kwargs):
+        raise ConnectionRefusedError(f"kit: refused the SDK's import-time lookup of {url}")
+
+    import logzero
+    logzero_was_disabled = logzero.logger.disabled
+    requests.get = refuse_lookup          # read by `from requests import get` in smartConnect
+    logzero.logger.disabled = True        # its fallback logs a scary error otherwise
+    try:
+        import SmartApi.smartConnect as sc
+        import SmartApi.smartWebSocketOrderUpdate as ou
+        import SmartApi.smartWebSocketV2 as ws2
+    finally:
+        requests.get = real_get
+        logzero.logger.disabled = logzero_was_disabled
+    for module in (sc, ws2, ou):
+        module.os = _OsWithoutLogDirs()
+        module.logzero = _LogzeroWithoutFiles
+        module.logger = log
+    sc.log = _guard_logger(logging.getLogger("SmartApi.smartConnect"))
+    return sc, ws2, ou
+
+
+_smart_connect_module, _ws2_module, _order_update_module = _import_sdk()
+SmartConnect = _smart_connect_module.SmartConnect
+SmartWebSocketV2 = _ws2_module.SmartWebSocketV2
+SmartWebSocketOrderUpdate = _order_update_module.SmartWebSocketOrderUpdate
+
+
+def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0, **kwargs) -> "SmartConnect":
+    """A real ``SmartConnect``, without log files and without silencing urllib3 globally (9)."""
+    register_secret(api_key)
+    saved_filters = list(warnings.filters)
+    try:
+        client = SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
+    finally:
+        warnings.filters[:] = saved_filters
+    return client
+
+
+# --------------------------------------------------------------------------- the market-data client
+class KitWebSocketV2(SmartWebSocketV2):
+    """The SDK's ``SmartWebSocketV2`` with its defects contained.
+
+    Events are plain callables set by the owner (``kit.feed.SmartFeed``):
+
+    - ``on_tick(tick)``              every binary packet, decoded and stamped on receipt
+    - ``on_text(kind, payload)``     ``"pong"``, ``"error"`` (a parsed JSON error frame) or ``"unknown"``
+    - ``on_malformed(frame, exc)``   a frame that is no SmartAPI packet (counted, skipped)
+    - ``on_connect(resubscribed)``   the socket opened; ``resubscribed`` after a reconnect
+    - ``on_disconnect(code, reason)`` the socket closed, cleanly or not
+    - ``on_socket_error(exc)``       an error websocket-client reported
+
+    ``parser="fast"`` decodes with ``kit.wire.parse_tick`` (one precompiled
+    struct per mode); ``parser="sdk"`` uses the SDK's own ``_parse_binary_data``.
+    """
+
+    def __init__(self, url: str, auth_token: str, api_key: str, client_code: str, feed_token: str, *,
+                 parser: str = "fast", verify_tls: bool = True, protocol_ping_interval: float = 0):
+        # 2: SmartWebSocketV2.__init__ would create logs/ and reconfigure logzero.
+        self.ROOT_URI = url
+        self.auth_token, self.api_key = auth_token, api_key
+        self.client_code, self.feed_token = client_code, feed_token
+        self.DISCONNECT_FLAG = True
+        self.last_pong_timestamp = None
+        self.MAX_RETRY_ATTEMPT = 0
+        self.current_retry_attempt = 0
+        self.RESUBSCRIBE_FLAG = False
+        self.input_request_dict = {}   # 4: per instance, not per class
+        self.wsapp = None
+        if not self._sanity_check():
+            raise ValueError("SmartWebSocketV2 needs auth token, API key, client code and feed token")
+        register_secret(auth_token, api_key, feed_token)
+        if parser not in ("fast", "sdk"):
+            raise ValueError("parser must be 'fast' or 'sdk'")
+        self.parser = parser
+        self.verify_tls = verify_tls
+        self.protocol_ping_interval = protocol_ping_interval
+        self.on_tick = self.on_text = self.on_malformed = None
+        self.on_connect = self.on_disconnect = self.on_socket_error = None
+
+    # ---- 4: subscriptions
+    def subscribe(self, correlation_id, mode, token_list):
+        token_list = copy.deepcopy(token_list)
+        super().subscribe(correlation_id, mode, token_list)
+        for exchange_type, tokens in self.input_request_dict[mode].items():
+            tokens[:] = list(dict.fromkeys(tokens))  # the SDK appends duplicates
+
+    def unsubscribe(self, correlation_id, mode, token_list):
+        subscribed = self.input_request_dict.get(mode, {})
+        for entry in token_list:
+            gone = set(entry["tokens"])
+            kept = [t for t in subscribed.get(entry["exchangeType"], []) if t not in gone]
+            if kept:
+                subscribed[entry["exchangeType"]] = kept
+            else:
+                subscribed.pop(entry["exchangeType"], None)
+        if not subscribed:
+            self.input_request_dict.pop(mode, None)
+        self.wsapp.send(json.dumps({"correlationID": correlation_id, "action": self.UNSUBSCRIBE_ACTION,
+                                    "params": {"mode": mode, "tokenList": copy.deepcopy(token_list)}}))
+
+    def subscriptions(self) -> dict:
+        """{mode: {exchange_type: [tokens]}} as currently requested (a copy)."""
+        return copy.deepcopy(self.input_request_dict)
+
+    # ---- 5, 6, 9: connection lifecycle, owned by kit.feed
+    def connect(self):
+        """Connect and block, dispatching frames, until the socket closes. Never reconnects."""
+        headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
+                   "x-client-code": self.client_code, "x-feed-token": self.feed_token}
+        self.wsapp = websocket.WebSocketApp(
+            self.ROOT_URI, header=headers, on_open=self._on_open, on_error=self._on_error,
+            on_close=self._on_close, on_data=self._on_data, on_ping=self._on_ping, on_pong=self._on_pong)
+        sslopt = None
+        if self.ROOT_URI.startswith("wss://"):
+            sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
+        self.DISCONNECT_FLAG = False
+        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+
+    def close_connection(self):
+        """Close for good: keeps the subscriptions on record so a later connect restores them."""
+        self.DISCONNECT_FLAG = True
+        if self.wsapp:
+            self.wsapp.close()
+
+    def _on_open(self, wsapp):
+        resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
+        if resubscribed:
+            self.resubscribe()  # the SDK's own, now that its state is sound
+        if self.on_connect:
+            self.on_connect(resubscribed)
+
+    def _on_error(self, wsapp, error):
+        # 5: report only. websocket-client ends run_forever after a fatal error by itself.
+        if self.on_socket_error:
+            self.on_socket_error(error)
+
+    def _on_close(self, wsapp, close_status_code=None, close_msg=None):
+        # 6: websocket-client 1.x passes (ws, code, reason).
+        self.RESUBSCRIBE_FLAG = bool(self.input_request_dict)
+        if self.on_disconnect:
+            self.on_disconnect(close_status_code, close_msg)
+
+    # ---- 8: Angel One's text heartbeat
+    def send_heartbeat(self) -> bool:
+        app = self.wsapp
+        try:
+            if app is not None and app.sock is not None and app.sock.connected:
+                app.send(self.HEART_BEAT_MESSAGE)
+                return True
+        except Exception as exc:  # a dying socket: the read loop will report it
+            log.debug("heartbeat not sent: %s", exc)
+        return False
+
+    # ---- 7: every frame, binary and text; the hot path
+    def _on_data(self, wsapp, data, data_type, continue_flag):
+        recv_ns = perf_counter_ns()
+        if data_type == 2:
+            try:
+                if self.parser == "fast":
+                    tick = wire.parse_tick(data, recv_ns)
+                else:
+                    tick = wire.tick_from_sdk_dict(self._parse_binary_data(data), recv_ns)
+            except Exception as exc:
+                self.on_malformed(data, exc)
+                return
+            self.on_tick(tick)
+        elif data_type == 1:
+            if data == "pong":
+                self.last_pong_timestamp = time.time()
+                self.on_text("pong", data)
+                return
+            try:
+                payload = json.loads(data)
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict) and "errorCode" in payload:
+                self.on_text("error", payload)
+            else:
+                self.on_text("unknown", data)
