@@ -164,12 +164,11 @@ SmartWebSocketOrderUpdate = _order_update_module.SmartWebSocketOrderUpdate
 def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0, **kwargs) -> "SmartConnect":
     """A real ``SmartConnect``, without log files and without silencing urllib3 globally (9)."""
     register_secret(api_key)
-    saved_filters = list(warnings.filters)
-    try:
-        client = SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
-    finally:
-        warnings.filters[:] = saved_filters
-    return client
+    # catch_warnings restores the global filters that SmartConnect.__init__ overwrites,
+    # and hides the SDK's own use of deprecated ssl options.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
 
 
 # --------------------------------------------------------------------------- the market-data client

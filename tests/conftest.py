@@ -1,0 +1,54 @@
+"""Shared fixtures: a running simulator, and a guard that nothing writes into the working directory."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    """No test may reach beyond this machine."""
+    if isinstance(address, tuple) and self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            raise ConnectionRefusedError(f"test tried to reach {address!r}: only loopback is allowed")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _loopback_only
+
+
+@pytest.fixture
+def in_tmp_cwd(tmp_path, monkeypatch):
+    """Run the test from an empty directory and fail it if anything appears there."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [], f"the test wrote into the working directory: {left}"
+
+
+@pytest.fixture
+def sim():
+    from kit.simulator import Simulator
+    s = Simulator(rate=0).start()
+    yield s
+    s.stop()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
