@@ -1,0 +1,442 @@
+"""The paper broker: orders from signals, fills from later ticks, positions and P&L.
+
+The engine calls ``on_tick`` for every tick *before* the strategy sees it, then
+``submit`` for each signal the strategy returns. So an order can never fill at
+the tick that produced it: the earliest fill is the next tick of the same
+instrument, which is the honest assumption for a strategy that reacts to a
+price after it was printed.
+
+    broker = PaperBroker()
+    broker.on_tick(t1)                               # nothing pending: no fills
+    order = broker.submit(Signal.buy(t1, qty=65), t1)
+    order.status, order.order_id                     # ('OPEN', 'P000001')
+    broker.on_tick(t2)                               # (Fill(... price=t2.ltp ...),)
+    broker.pnl()                                     # {'realized': 0.0, 'unrealized': ..., 'total': ...}
+
+Fill prices:
+
+* MARKET fills its whole quantity at the ltp of the next tick of its instrument.
+* LIMIT is judged first against the next tick of its instrument. If that tick
+  is already through the limit (BUY: ltp <= limit, SELL: ltp >= limit) the
+  order was marketable and fills at that ltp, which is at or better than the
+  limit. Otherwise it rests, and the first later tick that crosses it fills it
+  at the limit price: a resting order trades at its own price, and a tick that
+  gaps through it does not earn the paper trader the gap.
+
+Positions carry a signed quantity (+ long, - short) and the average price of
+the open quantity. A fill against the position realizes
+``(exit - avg) × quantity closed`` (sign flipped for shorts); a fill larger
+than the position closes it and opens the remainder at the fill price.
+Unrealized P&L is ``(last - avg) × qty`` with ``last`` the latest tick's ltp.
+
+Threads: one ``threading.Lock`` guards every order, fill and position. The
+objects handed out (``Order``, ``Fill``, ``Position``) are copies or immutable,
+so a notebook can read them while the strategy thread keeps trading. See
+``PaperBroker.on_tick`` for why its fast path takes no lock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import operator
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .strategy import BUY, LIMIT, MARKET
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from .strategy import Signal
+    from .tick import Tick
+
+log = logging.getLogger(__name__)
+
+# Order statuses, spelled as Angel One's order book spells them (upper-cased).
+OPEN, COMPLETE, CANCELLED, REJECTED = "OPEN", "COMPLETE", "CANCELLED", "REJECTED"
+
+# What on_tick returns when nothing filled: one shared immutable empty tuple, so
+# the tick path allocates nothing for instruments without pending orders.
+NO_FILLS: tuple = ()
+
+
+@dataclass(slots=True)
+class Order:
+    """One order as the broker knows it; the broker hands out copies.
+
+    ``submit_ns`` is wall-clock epoch nanoseconds; ``tick_seq`` is the
+    sequence number of the tick the signal answered. ``filled_qty`` and
+    ``avg_price`` are 0 until the order fills. ``status_message`` says why an
+    order was rejected.
+    """
+    order_id: str
+    token: str
+    exchange_type: int
+    side: str
+    qty: int
+    order_type: str
+    limit_price: float | None
+    status: str
+    filled_qty: int
+    avg_price: float
+    reason: str
+    submit_ns: int
+    tick_seq: int
+    tag: str = ""
+    status_message: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Fill:
+    """One execution: ``qty`` units of ``order_id`` at ``price`` rupees.
+
+    ``fill_ns`` is wall-clock epoch nanoseconds; ``tick_seq`` is the sequence
+    number of the tick that filled it.
+    """
+    order_id: str
+    token: str
+    exchange_type: int
+    side: str
+    qty: int
+    price: float
+    fill_ns: int
+    tick_seq: int
+
+
+@dataclass(slots=True, frozen=True)
+class Position:
+    """A snapshot of one instrument's position, P&L in rupees.
+
+    ``qty`` is signed (+ long, - short); ``avg_price`` is the average entry
+    price of the open quantity (0.0 when flat).
+    """
+    token: str
+    exchange_type: int
+    qty: int
+    avg_price: float
+    last_price: float
+    realized_pnl: float
+    unrealized_pnl: float
+    total_pnl: float
+
+
+ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
+FILL_COLUMNS = [f.name for f in dataclasses.fields(Fill)]
+POSITION_COLUMNS = [f.name for f in dataclasses.fields(Position)]
+# Row getters for the tables: a C-level attrgetter is ~30x faster than
+# dataclasses.astuple, which matters because order rows are read under the lock.
+_order_row = operator.attrgetter(*ORDER_COLUMNS)
+_fill_row = operator.attrgetter(*FILL_COLUMNS)
+_position_row = operator.attrgetter(*POSITION_COLUMNS)
+
+
+class _Working:
+    """A pending order and whether it has already been judged against a tick."""
+    __slots__ = ("order", "resting")
+
+    def __init__(self, order: Order):
+        self.order = order
+        # False until the first tick after submission has seen it: only then is
+        # a LIMIT order "resting" and filled at its own price when crossed.
+        self.resting = False
+
+
+class _Instrument:
+    """The broker's mutable state for one (exchange type, token)."""
+    __slots__ = ("token", "exchange_type", "qty", "avg_price", "last_price",
+                 "realized_pnl", "has_filled", "pending")
+
+    def __init__(self, token: str, exchange_type: int):
+        self.token = token
+        self.exchange_type = exchange_type
+        self.qty = 0
+        self.avg_price = 0.0
+        self.last_price = 0.0
+        self.realized_pnl = 0.0
+        # Positions are reported only once something filled, not merely ordered.
+        self.has_filled = False
+        self.pending: list[_Working] = []
+
+    def apply_fill(self, side: str, qty: int, price: float) -> None:
+        """Move the position by one fill, realizing P&L on the closed part."""
+        signed = qty if side == BUY else -qty
+        if self.qty == 0 or (self.qty > 0) == (signed > 0):
+            # Opening or adding: the average is weighted by quantity.
+            held = abs(self.qty)
+            self.avg_price = (self.avg_price * held + price * qty) / (held + qty)
+            self.qty += signed
+        else:
+            closed = min(qty, abs(self.qty))
+            direction = 1 if self.qty > 0 else -1
+            self.realized_pnl += (price - self.avg_price) * closed * direction
+            self.qty += signed
+            if self.qty == 0:
+                self.avg_price = 0.0
+            elif qty > closed:
+                # Flipped through flat: the remainder is a new position at this price.
+                self.avg_price = price
+        self.has_filled = True
+
+    def snapshot(self) -> Position:
+        unrealized = (self.last_price - self.avg_price) * self.qty if self.qty else 0.0
+        return Position(self.token, self.exchange_type, self.qty, self.avg_price,
+                        self.last_price, self.realized_pnl, unrealized,
+                        self.realized_pnl + unrealized)
+
+
+def _fill_price(working: _Working, ltp: float) -> float | None:
+    """The price ``working`` fills at on a tick with this ltp, or None if it does not."""
+    order = working.order
+    if order.order_type == MARKET:
+        return ltp
+    limit = order.limit_price
+    crossed = ltp <= limit if order.side == BUY else ltp >= limit
+    if not crossed:
+        return None
+    return limit if working.resting else ltp
+
+
+def _circuit_breach(order: Order, tick: "Tick | None") -> str:
+    """Why the exchange would refuse this LIMIT price, judged from the submitting tick ("" if fine).
+
+    Only SNAP_QUOTE ticks of the order's own instrument carry the circuit band.
+    """
+    if (order.order_type != LIMIT or tick is None or tick.quote is None
+            or tick.token != order.token or tick.exchange_type != order.exchange_type):
+        return ""
+    upper, lower = tick.quote.upper_circuit, tick.quote.lower_circuit
+    if upper and order.limit_price > upper:
+        return f"limit price {order.limit_price} above the upper circuit {upper}"
+    if lower and order.limit_price < lower:
+        return f"limit price {order.limit_price} below the lower circuit {lower}"
+    return ""
+
+
+class PaperBroker:
+    """Simulated execution against the tick stream, safe to use from several threads.
+
+        broker = PaperBroker()
+        broker.add_fill_listener(print)          # called with each Fill
+        order = broker.submit(Signal.sell(tick, qty=10, limit=101.5), tick)
+        broker.cancel(order.order_id)            # True if it was still open
+        broker.positions_df()                    # one row per traded instrument
+
+    ``clock_ns`` supplies the wall-clock stamps (``submit_ns``, ``fill_ns``);
+    tests pass a fake one.
+    """
+
+    name = "paper"
+
+    def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns):
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()
+        # token -> exchange type -> state. Nested rather than keyed by a
+        # (exchange type, token) tuple so the tick path builds no tuple to look up.
+        self._instruments: dict[str, dict[int, _Instrument]] = {}
+        self._orders: dict[str, Order] = {}
+        self._fills: list[Fill] = []
+        self._order_count = 0
+        # Replaced, never mutated, so on_tick can iterate it without the lock.
+        self._fill_listeners: tuple[Callable[[Fill], object], ...] = ()
+
+    # -- the tick path -------------------------------------------------------
+
+    def on_tick(self, tick: "Tick") -> tuple[Fill, ...]:
+        """Mark the instrument's last price and fill its pending orders that this tick reaches.
+
+        Returns the fills, in submission order (``NO_FILLS``, an empty tuple,
+        when none). Fill listeners run after the lock is released, on the
+        calling thread.
+
+        Without pending orders this is two dict lookups and a float store, with
+        no lock. That is safe because the lock-free part only reads: the dict
+        lookups and the ``pending`` emptiness check are each atomic, and the
+        last-price store is a single attribute write no other method makes. A
+        race only moves an order by one tick: if ``submit`` appends just after
+        the check saw an empty list, this tick came first and the order waits
+        for the next one, exactly as if it had been submitted a moment later.
+        When the list is not empty, matching re-reads it under the lock.
+        """
+        by_exchange = self._instruments.get(tick.token)
+        if by_exchange is None:
+            return NO_FILLS
+        instrument = by_exchange.get(tick.exchange_type)
+        if instrument is None:
+            return NO_FILLS
+        instrument.last_price = tick.ltp
+        if not instrument.pending:
+            return NO_FILLS
+        with self._lock:
+            fills = self._match(instrument, tick)
+        for fill in fills:
+            for listener in self._fill_listeners:
+                try:
+                    listener(fill)
+                except Exception:
+                    # A broken journal or widget must not stop trading.
+                    log.exception("fill listener %r failed on %s", listener, fill)
+        return fills
+
+    def _match(self, instrument: _Instrument, tick: "Tick") -> tuple[Fill, ...]:
+        """Fill what this tick reaches; the caller holds the lock."""
+        fills = []
+        still_pending = []
+        ltp = tick.ltp
+        for working in instrument.pending:
+            price = _fill_price(working, ltp)
+            if price is None:
+                working.resting = True
+                still_pending.append(working)
+                continue
+            order = working.order
+            order.status = COMPLETE
+            order.filled_qty = order.qty
+            order.avg_price = price
+            instrument.apply_fill(order.side, order.qty, price)
+            fills.append(Fill(order.order_id, order.token, order.exchange_type, order.side,
+                              order.qty, price, self._clock_ns(), tick.seq))
+        if not fills:
+            return NO_FILLS
+        instrument.pending = still_pending
+        self._fills.extend(fills)
+        return tuple(fills)
+
+    # -- orders --------------------------------------------------------------
+
+    def submit(self, signal: "Signal", tick: "Tick | None" = None) -> Order:
+        """Accept ``signal`` as an order and return a copy of it, the acknowledgement.
+
+        ``tick`` is the tick the signal answered (None for a manual order from
+        a notebook; ``signal.tick_seq`` is then recorded). The order is
+        ``OPEN`` until a later tick of ``(signal.exchange_type, signal.token)``
+        fills it, or ``REJECTED`` at once when ``tick`` is a SNAP_QUOTE of that
+        instrument and the limit price is outside its circuit band.
+
+            order = broker.submit(Signal.buy(tick, qty=1), tick)
+            order.order_id, order.status     # ('P000001', 'OPEN')
+        """
+        with self._lock:
+            self._order_count += 1
+            # Stamped under the lock so submit_ns increases with the order id.
+            order = Order(f"P{self._order_count:06d}", signal.token, signal.exchange_type,
+                          signal.side, signal.qty, signal.order_type, signal.limit_price,
+                          OPEN, 0, 0.0, signal.reason, self._clock_ns(),
+                          tick.seq if tick is not None else signal.tick_seq, signal.tag)
+            self._orders[order.order_id] = order
+            breach = _circuit_breach(order, tick)
+            if breach:
+                order.status, order.status_message = REJECTED, breach
+            else:
+                self._instrument(signal.token, signal.exchange_type).pending.append(_Working(order))
+            return dataclasses.replace(order)
+
+    def _instrument(self, token: str, exchange_type: int) -> _Instrument:
+        """The state for an instrument, created on first use; the caller holds the lock."""
+        by_exchange = self._instruments.setdefault(token, {})
+        instrument = by_exchange.get(exchange_type)
+        if instrument is None:
+            instrument = by_exchange[exchange_type] = _Instrument(token, exchange_type)
+        return instrument
+
+    def cancel(self, order_id: str) -> bool:
+        """Cancel an open order. False if it is unknown or no longer open."""
+        with self._lock:
+            order = self._orders.get(order_id)
+            if order is None or order.status != OPEN:
+                return False
+            instrument = self._instruments[order.token][order.exchange_type]
+            instrument.pending = [w for w in instrument.pending if w.order is not order]
+            order.status = CANCELLED
+            return True
+
+    def cancel_all(self) -> int:
+        """Cancel every open order; returns how many were cancelled."""
+        with self._lock:
+            cancelled = 0
+            for by_exchange in self._instruments.values():
+                for instrument in by_exchange.values():
+                    for working in instrument.pending:
+                        working.order.status = CANCELLED
+                    cancelled += len(instrument.pending)
+                    instrument.pending = []
+            return cancelled
+
+    def open_orders(self) -> list[Order]:
+        """Copies of the orders still waiting for a fill, oldest first."""
+        with self._lock:
+            return [dataclasses.replace(o) for o in self._orders.values() if o.status == OPEN]
+
+    def add_fill_listener(self, listener: Callable[[Fill], object]) -> None:
+        """Call ``listener(fill)`` after every fill, on the thread that fed the tick.
+
+        Exceptions it raises are logged and swallowed.
+        """
+        with self._lock:
+            self._fill_listeners = self._fill_listeners + (listener,)
+
+    def remove_fill_listener(self, listener: Callable[[Fill], object]) -> None:
+        """Stop calling ``listener``; a no-op if it was never added."""
+        with self._lock:
+            self._fill_listeners = tuple(f for f in self._fill_listeners if f != listener)
+
+    # -- positions and P&L ---------------------------------------------------
+
+    def _snapshots(self) -> list[Position]:
+        with self._lock:
+            return [instrument.snapshot()
+                    for by_exchange in self._instruments.values()
+                    for instrument in by_exchange.values() if instrument.has_filled]
+
+    def position(self, token: str, exchange_type: int | None = None) -> Position | None:
+        """The position in ``token`` (None if nothing ever filled there).
+
+        ``exchange_type`` may be left out when the token has traded on one
+        exchange only; otherwise it is a ValueError, since token numbers are
+        per exchange.
+        """
+        with self._lock:
+            by_exchange = self._instruments.get(token, {})
+            traded = [i for i in by_exchange.values() if i.has_filled
+                      and (exchange_type is None or i.exchange_type == exchange_type)]
+            if len(traded) > 1:
+                raise ValueError(f"token {token!r} traded on exchange types "
+                                 f"{sorted(i.exchange_type for i in traded)}; pass exchange_type")
+            return traded[0].snapshot() if traded else None
+
+    @property
+    def positions(self) -> dict[tuple[int, str], Position]:
+        """Every traded instrument's position, keyed by (exchange type, token)."""
+        return {(p.exchange_type, p.token): p for p in self._snapshots()}
+
+    def pnl(self) -> dict[str, float]:
+        """Realized, unrealized and total P&L over all positions, in rupees."""
+        snapshots = self._snapshots()
+        realized = sum(p.realized_pnl for p in snapshots)
+        unrealized = sum(p.unrealized_pnl for p in snapshots)
+        return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
+
+    # -- tables (snapshot under the lock, build the frame outside it) -------
+
+    def orders_df(self) -> "pandas.DataFrame":
+        """One row per order ever submitted, columns ``ORDER_COLUMNS``."""
+        with self._lock:
+            rows = [_order_row(o) for o in self._orders.values()]
+        return _frame(rows, ORDER_COLUMNS)
+
+    def fills_df(self) -> "pandas.DataFrame":
+        """One row per fill, oldest first, columns ``FILL_COLUMNS``."""
+        with self._lock:
+            fills = list(self._fills)   # Fill is immutable: copying the list is the snapshot
+        return _frame([_fill_row(f) for f in fills], FILL_COLUMNS)
+
+    def positions_df(self) -> "pandas.DataFrame":
+        """One row per traded instrument, columns ``POSITION_COLUMNS``."""
+        return _frame([_position_row(p) for p in self._snapshots()], POSITION_COLUMNS)
+
+
+def _frame(rows: list[tuple], columns: list[str]) -> "pandas.DataFrame":
+    # Imported here so the tick path never pays for importing pandas.
+    import pandas
+    return pandas.DataFrame.from_records(rows, columns=columns)
