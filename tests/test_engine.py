@@ -1,0 +1,289 @@
+"""The engine end to end: the real SDK client over loopback against the real simulator."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+import kit
+from conftest import wait_until
+from kit.dispatch import CALLBACK, MODES, POLL, QUEUE
+
+TOKENS = {2: ["43650", "43651", "43652", "43653"]}
+
+
+class Recorder(kit.Strategy):
+    """Remembers every tick and which thread delivered it; flags any overlap."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, int]] = []
+        self.threads: set[str] = set()
+        self.inside = 0
+        self.overlaps = 0
+        self.started = self.stopped = 0
+
+    def on_start(self):
+        self.started += 1
+
+    def on_stop(self):
+        self.stopped += 1
+
+    def on_tick(self, tick):
+        self.inside += 1
+        if self.inside != 1:
+            self.overlaps += 1
+        self.seen.append((tick.token, tick.seq))
+        self.threads.add(threading.current_thread().name)
+        self.inside -= 1
+
+
+def assert_contiguous(seen, per_token: int | None = None):
+    by_token = defaultdict(list)
+    for token, seq in seen:
+        by_token[token].append(seq)
+    for token, seqs in by_token.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"token {token}: gap, duplicate or reorder"
+        if per_token is not None:
+            assert len(seqs) == per_token, f"token {token}: {len(seqs)} ticks, expected {per_token}"
+    return by_token
+
+
+def make_trader(sim, **overrides) -> kit.LiveTrader:
+    settings = {"tokens": TOKENS, "name": f"test-{time.monotonic_ns()}", **overrides}
+    cfg = kit.TraderConfig(feed="sim", **settings)
+    trader = kit.LiveTrader(cfg)
+    trader.simulator = sim       # share the test's simulator instead of starting one
+    return trader
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_delivers_every_tick_in_order(sim, in_tmp_cwd, mode):
+    trader = make_trader(sim, mode=mode, queue_size=100_000)
+    rec = trader.strategy = Recorder()
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(500)
+        assert wait_until(lambda: len(rec.seen) == 2000, 20), trader.status
+        assert_contiguous(rec.seen, per_token=500)
+        assert rec.overlaps == 0
+        expected_thread = "kit-feed" if mode == CALLBACK else "kit-consumer"
+        assert all(name.startswith(expected_thread) for name in rec.threads), rec.threads
+        assert trader.metrics.count(mode) == 2000
+        assert trader.status["dropped"] == 0
+    finally:
+        trader.stop()
+    assert rec.started == rec.stopped == 1
+
+
+def test_switching_modes_every_few_ms_loses_duplicates_and_reorders_nothing(sim, in_tmp_cwd):
+    trader = make_trader(sim, mode=QUEUE, queue_size=1_000_000)
+    rec = trader.strategy = Recorder()
+    trader.start()
+    switches = 0
+    stop = threading.Event()
+
+    def toggler():
+        nonlocal switches
+        modes = [CALLBACK, QUEUE, CALLBACK, POLL]
+        while not stop.is_set():
+            trader.mode = modes[switches % len(modes)]
+            switches += 1
+            time.sleep(0.003)
+
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        t = threading.Thread(target=toggler)
+        t.start()
+        for _ in range(10):
+            sim.publish(600)          # 10 x 600 x 4 tokens = 24,000 ticks
+        total = 24_000
+        assert wait_until(lambda: len(rec.seen) == total, 60), (len(rec.seen), trader.status)
+        stop.set()
+        t.join()
+        assert_contiguous(rec.seen, per_token=6000)
+        assert rec.overlaps == 0
+        d = trader.dispatcher
+        assert d.dropped == 0
+        assert d.handled_direct > 0 and d.handled_by_consumer > 0, d.stats()
+        assert switches > 50
+    finally:
+        stop.set()
+        trader.stop()
+
+
+def test_queue_overflow_drops_the_oldest_and_counts_exactly(sim, in_tmp_cwd):
+    gate, entered = threading.Event(), threading.Event()
+
+    class Blocker(Recorder):
+        def on_tick(self, tick):
+            if not self.seen:
+                entered.set()
+                gate.wait(30)     # hold the consumer on the very first tick
+            super().on_tick(tick)
+
+    trader = make_trader(sim, mode=QUEUE, queue_size=100, tokens={2: ["43650"]})
+    rec = trader.strategy = Blocker()
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(1)
+        assert entered.wait(10)
+        sim.publish(999)
+        assert wait_until(lambda: trader.feed.stats.ticks == 1000, 20)
+        gate.set()
+        assert wait_until(lambda: trader.dispatcher.depth == 0 and len(rec.seen) == 101, 20), trader.status
+        seqs = [seq for _, seq in rec.seen]
+        first = seqs[0]
+        # the held first tick, then the newest 100: the 899 in between were dropped
+        assert seqs == [first] + list(range(first + 900, first + 1000))
+        assert trader.status["dropped"] == 899
+        assert trader.dispatcher.max_depth == 100
+    finally:
+        gate.set()
+        trader.stop()
+
+
+@pytest.mark.parametrize("mode", [QUEUE, CALLBACK])
+def test_a_raising_strategy_does_not_stop_the_stream(sim, in_tmp_cwd, mode, caplog):
+    class Flaky(Recorder):
+        def on_tick(self, tick):
+            super().on_tick(tick)
+            if tick.seq % 3 == 0:
+                raise RuntimeError(f"bad tick {tick.seq}")
+
+    trader = make_trader(sim, mode=mode, tokens={2: ["43650"]})
+    rec = trader.strategy = Flaky()
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(300)
+        assert wait_until(lambda: len(rec.seen) == 300, 20)
+        assert trader.strategy_errors == sum(1 for _, s in rec.seen if s % 3 == 0)
+        assert "bad tick" in trader.last_strategy_error
+        assert "Flaky.on_tick raised" in caplog.text and "seq=" in caplog.text  # logged with the tick
+        assert trader.feed.running
+    finally:
+        trader.stop()
+
+
+def test_start_stop_start_in_one_process(sim, in_tmp_cwd):
+    trader = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]})
+    rec = trader.strategy = Recorder()
+    for round_ in range(3):
+        trader.start()
+        trader.start()                      # idempotent
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(50)
+        assert wait_until(lambda: len(rec.seen) == 50 * (round_ + 1), 20), trader.status
+        trader.stop()
+        trader.stop()                       # idempotent
+        assert wait_until(lambda: not [t for t in threading.enumerate()
+                                       if t.name.startswith(("kit-feed", "kit-consumer"))], 10)
+    assert_contiguous(rec.seen)
+    assert rec.started == rec.stopped == 3
+
+
+def test_malformed_frames_are_counted_and_skipped(sim, in_tmp_cwd):
+    trader = make_trader(sim, mode=CALLBACK, tokens={2: ["43650"]})
+    rec = trader.strategy = Recorder()
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(10)
+        sim.send_raw(b"\x01\x02garbage")              # truncated
+        sim.send_raw(bytes([9]) + bytes(50))            # 51 bytes, unknown mode
+        sim.send_raw(b"\x01" * 5000)                    # oversized
+        sim.send_raw("not json at all")                 # unknown text
+        sim.send_raw('{"correlationID": "ab", "errorCode": "E1002", "errorMessage": "Subscription limit exceeded"}')
+        sim.publish(10)
+        assert wait_until(lambda: len(rec.seen) == 20, 10)
+        stats = trader.feed.stats
+        assert wait_until(lambda: stats.malformed == 3 and stats.unknown_text == 1 and stats.error_frames == 1, 5)
+        assert stats.last_error_frame["errorCode"] == "E1002"
+        assert trader.status["malformed_frames"] == 3
+        assert_contiguous(rec.seen, per_token=20)
+        assert trader.feed.running and stats.connected
+    finally:
+        trader.stop()
+
+
+def test_wrong_credentials_are_refused_surfaced_and_survived(sim, in_tmp_cwd):
+    from kit.feed import FeedCredentials, SmartFeed
+    feed = SmartFeed(sim.url, FeedCredentials("Bearer wrong", "wrong", "X", "wrong"), {1: TOKENS}, lambda t: None)
+    feed.start()
+    try:
+        assert wait_until(lambda: feed.stats.auth_failed, 10)
+        assert wait_until(lambda: not feed.running, 10)   # no hammering with retries
+        assert feed.stats.connects == 0 and "401" in feed.stats.last_error
+    finally:
+        feed.stop()
+
+
+def test_swapping_the_strategy_while_ticks_flow(sim, in_tmp_cwd):
+    trader = make_trader(sim, mode=CALLBACK, tokens={2: ["43650"]})
+    first, second = Recorder(), Recorder()
+    trader.strategy = first
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(100)
+        assert wait_until(lambda: len(first.seen) == 100, 10)
+        trader.strategy = second
+        sim.publish(100)
+        assert wait_until(lambda: len(second.seen) == 100, 10)
+        assert first.stopped == 1 and second.started == 1
+        assert_contiguous(first.seen + second.seen, per_token=200)
+    finally:
+        trader.stop()
+
+
+def test_paper_orders_and_metrics_summary(sim, in_tmp_cwd):
+    class BuyThenSell(kit.Strategy):
+        def __init__(self):
+            self.n = 0
+
+        def on_tick(self, tick):
+            self.n += 1
+            if self.n == 5:
+                return kit.Signal.buy(tick, 65)
+            if self.n == 20:
+                return kit.Signal.sell(tick, 65)
+
+    trader = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]})
+    trader.strategy = BuyThenSell()
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(40)
+        assert wait_until(lambda: trader.ticks_processed == 40, 10)
+    finally:
+        trader.stop()
+    fills = trader.broker.fills_df()
+    assert len(fills) == 2 and list(fills["side"]) == ["BUY", "SELL"]
+    assert trader.broker.positions_df()["qty"].tolist() == [0]
+    summary = trader.metrics.summary()
+    assert {"dispatch", "strategy", "order", "total"} <= set(summary.loc["queue"].index)
+    assert summary.loc[("queue", "order"), "samples"] == 2
+    assert (summary["p50_us"] <= summary["p99_us"]).all()
+    assert len(trader.signals_df()) == 2
+
+
+def test_recreating_a_trader_by_name_closes_the_old_one(in_tmp_cwd):
+    a = kit.LiveTrader(kit.TraderConfig(name="cell", sim_rate=50))
+    a.strategy = Recorder()
+    a.start()
+    assert a.wait_connected(10)
+    b = kit.LiveTrader(kit.TraderConfig(name="cell", sim_rate=50))   # the cell ran again
+    assert not a.running and a.simulator is None
+    b.close()
