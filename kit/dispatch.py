@@ -97,6 +97,7 @@ class Dispatcher:
             try:
                 q.get_nowait()          # drop the oldest
                 self.dropped += 1
+                depth -= 1
             except queue.Empty:         # the consumer just took it
                 pass
         q.put(tick)
