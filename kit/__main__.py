@@ -78,12 +78,11 @@ def print_report(trader) -> None:
         print(f"P&L: realized {status['realized_pnl']:,.2f}  unrealized {status['unrealized_pnl']:,.2f}")
 
 
-def cmd_sim(args) -> int:
-    from .simulator import main as sim_main
-    return sim_main(args.sim_args) or 0
-
-
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sim"]:       # the simulator parses its own options
+        from .simulator import main as sim_main
+        return sim_main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -98,9 +97,7 @@ def main(argv=None) -> int:
     run.add_argument("--rate", type=float, default=2.0, help="simulator ticks per second per token")
     run.add_argument("--queue-size", type=int, default=1000)
     run.set_defaults(func=cmd_run)
-    sim = sub.add_parser("sim", help="run the embedded simulator as a server", add_help=False)
-    sim.add_argument("sim_args", nargs=argparse.REMAINDER)
-    sim.set_defaults(func=cmd_sim)
+    sub.add_parser("sim", help="run the embedded simulator as a server (see: python -m kit sim --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

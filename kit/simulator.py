@@ -49,6 +49,7 @@ from http import HTTPStatus
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+from .simulator_rest import RestCredentials, RestSimulator
 from .tick import (BSE_CM, CDE_FO, DEPTH, EXCHANGE_NAMES, LTP, MODE_NAMES, NSE_CM, QUOTE,
                    SNAP_QUOTE, price_divisor)
 from .wire import DEPTH_HEAD, DEPTH_SIDE, encode_ltp, encode_quote, encode_snap_quote, encode_token
@@ -310,6 +311,10 @@ class Simulator:
         self.rate = float(rate)
         self.delay_ms = float(delay_ms)
         self.credentials = credentials or SimCredentials()
+        c = self.credentials
+        # The REST side (login, ...) hands out exactly the tokens this socket accepts.
+        self.rest = RestSimulator(RestCredentials(client_code=c.client_code, api_key=c.api_key,
+                                                  jwt=c.auth_token, feed_token=c.feed_token))
         self.max_subscriptions = max_subscriptions
         self.tokens = {int(ex): [str(t) for t in toks]
                        for ex, toks in (DEFAULT_TOKENS if tokens is None else tokens).items()}
@@ -352,6 +357,7 @@ class Simulator:
                 thread.join(timeout=5)
                 raise
             self._thread = thread
+            self.rest.start()
             return self
 
     def stop(self) -> None:
@@ -363,6 +369,7 @@ class Simulator:
             loop.call_soon_threadsafe(self._stopping.set)
             thread.join(timeout=30)
             self._thread = self._loop = None
+            self.rest.stop()
 
     def publish(self, n_per_token: int, tokens=None) -> None:
         """Send ``n_per_token`` ticks per token, round-robin, as fast as the sockets take them.
@@ -765,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
           f"  x-client-code : {c.client_code}\n"
           f"  x-feed-token  : {c.feed_token}\n"
           f"  rate {sim.rate:g} ticks/s per subscribed token, seed {sim.seed}\n"
+          f"REST for SmartConnect(root=...): {sim.rest.url}  (login env: "
+          f"{' '.join(f'{k}={v}' for k, v in sim.rest.credentials.env().items())})\n"
           f"subscribe with:\n  {json.dumps(example)}\n"
           f"Ctrl-C stops.", flush=True)
     try:

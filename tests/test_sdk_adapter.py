@@ -94,3 +94,103 @@ def test_4_subscription_state_is_per_instance_and_not_aliased():
     b = sdk_adapter.KitWebSocketV2("ws://127.0.0.1:9/x", "jwt-b", "key-b", "C2", "feed-b")
     assert a.input_request_dict is not b.input_request_dict
     assert a.input_request_dict is not sdk_adapter.SmartWebSocketV2.input_request_dict
+
+
+# ---------------------------------------------------------------------------- against the simulator
+def _feed(sim, subscriptions=None, **kw) -> SmartFeed:
+    c = sim.credentials
+    ticks = []
+    feed = SmartFeed(sim.url, FeedCredentials(c.auth_token, c.api_key, c.client_code, c.feed_token),
+                     subscriptions if subscriptions is not None else {1: {2: ["43650", "43651"]}},
+                     ticks.append, **kw)
+    feed.received = ticks
+    return feed
+
+
+def test_4_unsubscribe_then_reconnect_restores_only_what_is_left(sim, in_tmp_cwd):
+    feed = _feed(sim).start()
+    try:
+        assert feed.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        feed.unsubscribe({2: ["43651"]})
+        assert wait_until(lambda: sim.stats["subscriptions"] == 1, 5)
+        sim.drop_connections()
+        assert wait_until(lambda: feed.stats.reconnects == 1 and feed.stats.connected, 10)
+        assert wait_until(lambda: sim.stats["subscriptions"] == 1, 5)
+        assert feed.subscriptions() == {1: {2: ["43650"]}}
+        sim.publish(5, {2: ["43650", "43651"]})
+        assert wait_until(lambda: len(feed.received) == 5, 5)
+        assert {t.token for t in feed.received} == {"43650"}
+    finally:
+        feed.stop()
+
+
+def test_5_a_dropped_connection_is_reconnected_and_resubscribed_by_the_kit(sim, in_tmp_cwd):
+    feed = _feed(sim).start()
+    try:
+        assert feed.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        for n in range(1, 4):
+            sim.drop_connections()
+            assert wait_until(lambda: feed.stats.reconnects == n and feed.stats.connected, 10)
+            sim.wait_for_subscribers(1)
+            sim.publish(2)
+        assert wait_until(lambda: len(feed.received) == 12, 10)
+        assert feed.stats.connects == 4
+    finally:
+        feed.stop()
+
+
+def test_6_a_clean_close_is_not_an_error_and_does_not_reconnect(sim, in_tmp_cwd):
+    feed = _feed(sim).start()
+    assert feed.wait_connected(10)
+    feed.stop()
+    time.sleep(0.3)
+    assert feed.stats.socket_errors == 0, feed.stats.last_error
+    assert feed.stats.reconnects == 0 and not feed.running
+    assert sim.stats["connections"] == 0
+
+
+def test_7_error_frames_reach_the_kit(sim, in_tmp_cwd):
+    frames = []
+    feed = _feed(sim, {1: {2: [str(t) for t in range(1001)]}})   # over the 1,000 limit
+    feed.on_error_frame = frames.append
+    feed.start()
+    try:
+        assert wait_until(lambda: feed.stats.error_frames == 1, 10)
+        assert frames[0]["errorCode"] == "E1002" and feed.stats.last_error_frame == frames[0]
+    finally:
+        feed.stop()
+
+
+def test_8_text_heartbeat_is_sent_and_pong_counted(sim, in_tmp_cwd):
+    feed = _feed(sim, heartbeat_interval=0.2).start()
+    try:
+        assert wait_until(lambda: feed.stats.pongs >= 2, 10)
+        assert feed.stats.heartbeats_sent >= 2 and sim.stats["pings"] >= 2
+    finally:
+        feed.stop()
+
+
+def test_9_urllib3_warning_filters_survive_smartconnect():
+    import warnings
+    before = list(warnings.filters)
+    sdk_adapter.smart_connect("k-123456", root="http://127.0.0.1:9")
+    assert warnings.filters == before
+
+
+def test_login_and_feed_through_the_real_clients_against_the_simulator(sim, in_tmp_cwd, monkeypatch):
+    import kit
+    for k, v in sim.rest.credentials.env().items():
+        monkeypatch.setenv(k, v)
+    trader = kit.LiveTrader(kit.TraderConfig(feed="smartapi", tokens={2: ["43650"]}, env_file=None,
+                                             rest_url=sim.rest.url, feed_url=sim.url, name="live-path"))
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        assert trader.session.feed.auth_token.startswith("Bearer ")
+        sim.wait_for_subscribers(1)
+        sim.publish(20)
+        assert wait_until(lambda: trader.ticks_processed == 20, 10)
+    finally:
+        trader.close()
