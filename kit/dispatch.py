@@ -168,6 +168,10 @@ class Dispatcher:
             if consumer.is_alive():
                 self._stopping = True
                 consumer.join(timeout)
+        elif consumer is None and not self._consuming.is_set():
+            # No consumer is running (a script's main-thread loop has returned):
+            # handle what is still queued here rather than leave it for a later run.
+            self.consume()
         self._consumer = None
         self._drain_stop_markers()
 
