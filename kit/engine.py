@@ -347,6 +347,8 @@ class LiveTrader:
                 return None
             self.remove_tick_listener(recorder.append)
             recorder.stop()
+            if recorder.stats["pending"]:   # a tick thread was inside the old listener tuple
+                recorder.flush()
             recorder.dropped_while_recording = self.dispatcher.dropped - self._dropped_at_record_start
             if recorder.dropped_while_recording:
                 log.warning("the queue dropped %d ticks while recording to %s: the strategy never saw them "

@@ -39,7 +39,7 @@ from time import perf_counter, perf_counter_ns
 import pyarrow as pa
 
 from .feed import FeedStats
-from .recording import batch_ticks, normalize_ticks, read_recording_table
+from .recording import REQUIRED, batch_ticks, normalize_ticks, read_recording_table
 
 log = logging.getLogger("kit.replay")
 
@@ -71,8 +71,14 @@ class ReplayFeed:
                  name: str = "kit-replay", finish_dispatcher: bool = False, chunk_rows: int = CHUNK_ROWS):
         if speed is not None and not speed > 0:
             raise ValueError("speed must be None (as fast as possible) or > 0")
-        if isinstance(source, (str, Path)) and not Path(source).exists():
-            raise FileNotFoundError(f"no recording at {source}")
+        if isinstance(source, (str, Path)):
+            if not Path(source).exists():
+                raise FileNotFoundError(f"no recording at {source}")
+        else:
+            columns = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:     # fail in start(), in the caller's cell, not later on the replay thread
+                raise ValueError(f"replay ticks need the columns {list(REQUIRED)}; missing {missing}")
         self.source = source
         self.dispatcher = dispatcher
         self.speed = speed
