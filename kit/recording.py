@@ -525,14 +525,20 @@ class TickRecorder:
     def _merge_session_files(self) -> None:
         """One file per partition for this session: fewer, larger files for every later read."""
         for directory in sorted(self._touched):
+            target = directory / f"{self.session_id}.parquet"
             parts = sorted(directory.glob(f"{self.session_id}-*.parquet"))
-            if len(parts) < 2:
+            if not parts:
                 continue
             try:
-                merged = pa.concat_tables([pq.ParquetFile(p).read() for p in parts])
+                if len(parts) == 1 and not target.exists():
+                    os.replace(parts[0], target)
+                    continue
+                # A recorder restarted after stop() already has a merged file: keep its rows first.
+                sources = ([target] if target.exists() else []) + parts
+                merged = pa.concat_tables([pq.ParquetFile(p).read() for p in sources])
                 # Renamed into place before the parts go: a crash in between leaves rows
                 # twice, which read_recording keeps once (session_id, rec_seq).
-                _write_atomically(merged, directory / f"{self.session_id}.parquet", self.compression)
+                _write_atomically(merged, target, self.compression)
                 for p in parts:
                     p.unlink()
             except Exception as exc:
