@@ -1,6 +1,7 @@
 """Historical candles through the real ``SmartConnect.getCandleData``, any range, one DataFrame in IST.
 
-    session = kit.session.login(kit.session.Credentials.from_env())
+    from kit.session import Credentials, login
+    session = login(Credentials.from_env())
     df = kit.history(session, "99926000", "2024-01-01", "2024-06-30", interval="FIVE_MINUTE")
     df.loc["2024-03-01"]                     # DatetimeIndex in Asia/Kolkata
     kit.charts.candles_figure(df)

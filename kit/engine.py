@@ -74,7 +74,7 @@ class TraderConfig:
     # positions are unaffected): for an as-fast-as-possible replay, where latency means little.
     latency_metrics: bool = True
     # feed="replay" (kit/replay.py): a recording directory, or a DataFrame of ticks.
-    replay: object = None
+    replay: object = field(default=None, repr=False, compare=False)
     replay_speed: float | None = None   # None: as fast as possible; x: the recorded pace sped up x times
     replay_progress: bool = True        # a tqdm.auto progress bar
     # A directory: every tick the engine handles is recorded there (kit/recording.py).

@@ -200,7 +200,7 @@ class ReplayFeed:
         stats, bar = self.stats, self._bar
         for batch in table.to_batches(self.chunk_rows):
             # Built lazily: each Tick is created and stamped as submit_many pulls it.
-            ticks = batch_ticks(batch, iter(perf_counter_ns, None))
+            ticks = batch_ticks(batch, perf_counter_ns)
             left = len(batch)
             while left:
                 k = self._wait_for_room(left)
@@ -228,7 +228,7 @@ class ReplayFeed:
                 stamps = batch.column(batch.schema.names.index(clock)).to_numpy().tolist()
             else:
                 stamps = [ms * 1_000_000 for ms in batch.column(batch.schema.names.index("exchange_ts")).to_numpy().tolist()]
-            ticks = batch_ticks(batch, iter(perf_counter_ns, None))
+            ticks = batch_ticks(batch, perf_counter_ns)
             for recorded in stamps:
                 if origin_rec is None or recorded - previous > max_gap_ns or recorded < previous:
                     origin_rec, origin_wall = recorded, perf_counter()
