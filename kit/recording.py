@@ -60,6 +60,7 @@ from .tick import LTP, Quote, Tick
 log = logging.getLogger("kit.recording")
 
 IST_OFFSET_MS = 19_800_000          # +05:30
+SLICE_TICKS = 512                   # ticks the writer converts per hold of the GIL (~1 ms)
 DAY_MS = 86_400_000
 
 PARTITIONING = pa.schema([("day", pa.string()), ("exchange_type", pa.int16()), ("token", pa.string())])
@@ -303,6 +304,27 @@ def _files(root: Path) -> list[str]:
     return sorted(str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
 
 
+def _readable(files: list[str]) -> tuple[list[str], list[str]]:
+    """Files whose Parquet footer reads, and the others (logged): one bad file must not hide the rest."""
+    good, bad = [], []
+    for f in files:
+        try:
+            pq.read_metadata(f)
+            good.append(f)
+        except Exception as exc:
+            bad.append(f)
+            log.warning("recording: skipped unreadable file %s (%s)", f, exc)
+    return good, bad
+
+
+def _with_skipped(table: pa.Table, skipped: list[str]) -> pa.Table:
+    if not skipped:
+        return table
+    meta = dict(table.schema.metadata or {})
+    meta[b"skipped_files"] = "\n".join(skipped).encode()
+    return table.replace_schema_metadata(meta)
+
+
 def _day_strings(days) -> list[str] | None:
     if days is None:
         return None
@@ -330,8 +352,9 @@ def read_recording_table(path, *, days=None, tokens=None, exchange_type: int | N
         # A recorder file or any directory level of a recording: the hive segments
         # (day=, exchange_type=, token=) in the path name the partition columns.
         files = [str(root)] if root.is_file() else _files(root)
+        files, skipped = _readable(files)
         if not files:
-            return READ_SCHEMA.empty_table()
+            return _with_skipped(READ_SCHEMA.empty_table(), skipped)
         dataset = ds.dataset(files, format="parquet", schema=READ_SCHEMA,
                              partitioning=ds.partitioning(PARTITIONING, flavor="hive"),
                              partition_base_dir=root.anchor)
@@ -342,7 +365,7 @@ def read_recording_table(path, *, days=None, tokens=None, exchange_type: int | N
                      (ds.field("exchange_type") == exchange_type) if exchange_type is not None else None):
             if expr is not None:
                 condition = expr if condition is None else condition & expr
-        table = dataset.to_table(filter=condition)
+        table = _with_skipped(dataset.to_table(filter=condition), skipped)
     if "session_id" in table.column_names and "rec_seq" in table.column_names:
         table = table.sort_by([("session_id", "ascending"), ("rec_seq", "ascending")])
         if table.num_rows > 1:
@@ -366,9 +389,15 @@ def read_recording(path, *, days=None, tokens=None, exchange_type: int | None = 
     token or a list. Columns: ``TICK_COLUMNS``, then the Quote columns that
     any selected tick has (nullable integers are pandas ``Int64``), then
     ``BOOKKEEPING_COLUMNS``. The frame replays as it is:
-    ``TraderConfig(feed="replay", replay=df)``.
+    ``TraderConfig(feed="replay", replay=df)``. Files that cannot be read
+    (corrupt, not Parquet) are skipped with a warning and listed in
+    ``df.attrs["skipped_files"]``.
     """
-    return table_to_frame(read_recording_table(path, days=days, tokens=tokens, exchange_type=exchange_type))
+    table = read_recording_table(path, days=days, tokens=tokens, exchange_type=exchange_type)
+    frame = table_to_frame(table)
+    skipped = (table.schema.metadata or {}).get(b"skipped_files")
+    frame.attrs["skipped_files"] = skipped.decode().split("\n") if skipped else []
+    return frame
 
 
 def table_to_frame(table: pa.Table):
@@ -492,17 +521,25 @@ class TickRecorder:
         """Move buffered ticks into per-partition Arrow tables; write partitions that grew large."""
         buffer = self._buffer
         n = len(buffer)
-        if n:
-            popleft = buffer.popleft
-            ticks = [popleft() for _ in range(n)]
-            try:
-                table = ticks_to_table(ticks, epoch_offset_ns=self._epoch_offset, session_id=self.session_id,
-                                       first_rec_seq=self._next_rec_seq)
-            except Exception:
-                buffer.extendleft(reversed(ticks))     # back in front, in order: retried next time
-                raise
-            self._next_rec_seq += n
-            self._unsaved.append(table)
+        slices = []
+        try:
+            while n:
+                # In slices, yielding the GIL between them: converting a second's worth of ticks
+                # in one go would hold it for milliseconds and delay the tick thread by as much.
+                popleft = buffer.popleft
+                ticks = [popleft() for _ in range(min(n, SLICE_TICKS))]
+                try:
+                    slices.append(ticks_to_table(ticks, epoch_offset_ns=self._epoch_offset,
+                                                 session_id=self.session_id, first_rec_seq=self._next_rec_seq))
+                except Exception:
+                    buffer.extendleft(reversed(ticks))     # back in front, in order: retried next time
+                    raise
+                self._next_rec_seq += len(ticks)
+                n -= len(ticks)
+                time.sleep(0)
+        finally:
+            if slices:
+                self._unsaved.append(pa.concat_tables(slices).combine_chunks())
         while self._unsaved:
             self._partition(self._unsaved[0])
             self._unsaved.pop(0)
@@ -544,7 +581,7 @@ class TickRecorder:
         directory.mkdir(parents=True, exist_ok=True)
         self._part += 1
         name = f"{self.session_id}-{self._part:06d}.parquet"
-        _write_atomically(pa.concat_tables(tables), directory / name, self.compression)
+        _write_atomically(pa.concat_tables(tables).combine_chunks(), directory / name, self.compression)
         rows = self._pending_rows.pop(key)
         del self._pending[key]
         self._touched.add(directory)

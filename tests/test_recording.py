@@ -93,6 +93,21 @@ def test_files_in_progress_are_ignored_and_rows_of_an_interrupted_merge_are_read
     (partition / ".half-written.parquet.inprogress").write_bytes(b"PAR1 not finished")
     df = read_recording(root)
     assert len(df) == 400 and not df.duplicated(["session_id", "rec_seq"]).any()
+    assert df.attrs["skipped_files"] == []
+
+
+def test_a_corrupt_file_is_skipped_named_and_the_rest_still_reads(root, caplog):
+    ticks = wire_ticks(300, modes=(LTP,))
+    recorder = TickRecorder(root).start()
+    for t in ticks:
+        recorder.append(t)
+    recorder.stop()
+    broken = next(root.rglob("token=43650")) / "copied-from-elsewhere.parquet"
+    broken.write_bytes(b"not parquet at all")
+    df = read_recording(root)
+    assert len(df) == 300
+    assert df.attrs["skipped_files"] == [str(broken)]
+    assert "skipped unreadable file" in caplog.text
 
 
 def test_a_failed_write_is_counted_and_retried_without_losing_ticks(root, caplog):
