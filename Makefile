@@ -25,5 +25,9 @@ test: setup
 bench: setup
 	$(PY) -m kit.bench
 
+.PHONY: bench-replay
+bench-replay: setup
+	$(PY) -m kit.research_bench
+
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

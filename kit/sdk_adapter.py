@@ -171,6 +171,19 @@ def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0
         return SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
 
 
+def is_rate_limit_error(exc: BaseException) -> bool:
+    """True for Angel One's "exceeding access rate" answer, as the SDK surfaces it.
+
+    Over a rate limit the API answers HTTP 403 with plain text ("Access denied
+    because of exceeding access rate"). ``SmartConnect._request`` parses every
+    reply as JSON, so it raises ``DataException("Couldn't parse the JSON
+    response received from the server: b'Access denied because of exceeding
+    access rate'")``, with no status code of its own. The text is all there is.
+    """
+    text = str(exc).lower()
+    return "exceeding access rate" in text or ("access denied" in text and "rate" in text)
+
+
 # --------------------------------------------------------------------------- the market-data client
 class KitWebSocketV2(SmartWebSocketV2):
     """The SDK's ``SmartWebSocketV2`` with its defects contained.
