@@ -58,7 +58,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="sim (default) | smartapi | replay FILE")
     parser.add_argument("--mode", choices=MODES, default="queue", help="dispatch mode (default queue)")
     parser.add_argument("--tokens", help="EXCHANGE_TYPE:TOKEN,... (default: the simulator's instruments)")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds; 0 runs until Ctrl-C or the replay ends")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds (default 30 for live feeds; a replay runs to its end); 0 runs until Ctrl-C")
     parser.add_argument("--rate", type=float, default=2.0, help="simulator ticks per second per token")
     parser.add_argument("--queue-size", type=int, default=1000)
     parser.add_argument("--live", action="store_true", help="route orders to Angel One instead of the paper broker")
@@ -70,11 +71,13 @@ def config_from_args(args):
     from .engine import TraderConfig
     feed, *rest = args.feed
     settings = dict(mode=args.mode, tokens=_parse_tokens(args.tokens), sim_rate=args.rate,
-                    queue_size=args.queue_size, paper=not args.live)
+                    queue_size=args.queue_size, paper=not args.live, record=args.record)
     if feed == "replay":
         if len(rest) != 1:
             raise SystemExit("--feed replay needs the recording: --feed replay FILE")
-        settings["replay"] = rest[0]
+        if not Path(rest[0]).exists():
+            raise SystemExit(f"no such recording: {rest[0]}")
+        settings.update(replay=rest[0], replay_progress=False)
     elif rest or feed not in ("sim", "smartapi"):
         raise SystemExit(f"--feed must be sim, smartapi or 'replay FILE', not {' '.join(args.feed)!r}")
     return TraderConfig(feed=feed, **settings)
@@ -85,9 +88,10 @@ def run_strategy(strategy, args) -> int:
     from .engine import LiveTrader
     trader = LiveTrader(config_from_args(args))
     trader.strategy = strategy
-    if args.record:
-        trader.record(args.record)
-    duration = args.duration or None
+    if args.duration is None:
+        duration = None if args.feed[0] == "replay" else 30.0
+    else:
+        duration = args.duration or None
     print(f"running {type(strategy).__name__} on feed={' '.join(args.feed)} mode={args.mode} "
           f"for {duration or 'ever'} s (Ctrl-C stops)", flush=True)
     trader.run(duration=duration)
