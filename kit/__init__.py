@@ -17,7 +17,7 @@ from .tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
 __all__ = [
     "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
-    "Simulator", "examples",
+    "Simulator", "examples", "dashboard",
 ]
 
 
@@ -26,4 +26,8 @@ def __getattr__(name):
     if name == "Simulator":
         from .simulator import Simulator
         return Simulator
+    # The notebook cockpit pulls in ipywidgets/plotly; trading code never needs them.
+    if name in ("dashboard", "Dashboard"):
+        from . import ui
+        return getattr(ui, name)
     raise AttributeError(f"module 'kit' has no attribute {name!r}")
