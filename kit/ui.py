@@ -351,14 +351,14 @@ class Dashboard(widgets.VBox):
 
     def _refresh_throughput(self) -> None:
         points = list(self._throughput)
-        wall = np.array([p[0] for p in points], dtype=np.int64).astype("datetime64[ns]")
+        wall = _local_time_strings(np.array([p[0] for p in points], dtype=np.int64))
         fig = self.throughput_fig
         with fig.batch_update():
             fig.data[0].x, fig.data[0].y = wall, [p[1] for p in points]
             fig.data[1].x, fig.data[1].y = wall, [p[2] for p in points]
 
     def _wall(self, recv_ns: np.ndarray) -> np.ndarray:
-        return (recv_ns + self._clock_offset_ns).astype("datetime64[ns]")
+        return _local_time_strings(recv_ns + self._clock_offset_ns)
 
     # ================================================================== lifecycle
     @property
@@ -402,6 +402,12 @@ def _copy(buffer) -> list:
             return list(buffer)
         except RuntimeError:    # "deque mutated during iteration": take it again
             continue
+
+
+def _local_time_strings(wall_ns: np.ndarray) -> np.ndarray:
+    """ISO strings to the millisecond. The front end reads strings as dates; a datetime64
+    array would reach it as plain integers, and a numeric "date" axis reverts to linear."""
+    return wall_ns.astype("datetime64[ns]").astype("datetime64[ms]").astype(str)
 
 
 def _configured_tokens(trader) -> list[str]:
@@ -453,7 +459,7 @@ def _price_figure() -> go.FigureWidget:
                          marker={"symbol": "x", "size": 9, "color": "#9e9e9e"})],
         layout={"height": 280, "margin": {"l": 60, "r": 20, "t": 36, "b": 30}, "title": {"text": "price"},
                 "uirevision": "keep zoom", "legend": {"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
-                "yaxis": {"tickformat": ",.2f"}})
+                "xaxis": {"type": "date"}, "yaxis": {"tickformat": ",.2f"}, "width": 980})
     return fig
 
 
@@ -479,7 +485,8 @@ def _throughput_figure() -> go.FigureWidget:
               go.Scatter(name="queue depth", mode="lines", line={"color": "#ff7f0e", "dash": "dot"}, yaxis="y2")],
         layout={"height": 300, "width": 460, "margin": {"l": 50, "r": 50, "t": 40, "b": 30},
                 "title": {"text": "throughput", "font": {"size": 12}}, "uirevision": "keep zoom",
+                "xaxis": {"type": "date"},
                 "yaxis": {"title": {"text": "ticks/s"}, "rangemode": "tozero"},
                 "yaxis2": {"title": {"text": "queue depth"}, "overlaying": "y", "side": "right",
-                           "rangemode": "tozero", "showgrid": False},
+                           "rangemode": "tozero", "showgrid": False, "tickformat": ",d"},
                 "legend": {"orientation": "h", "y": -0.15}})

@@ -24,12 +24,15 @@ class EveryFifth(Strategy):
 
     def __init__(self):
         self.n = 0
+        self.prices = {"BUY": [], "SELL": []}   # the ltp of each tick that got a signal
 
     def on_tick(self, tick):
         self.n += 1
         if self.n % 10 == 5:
+            self.prices["BUY"].append(tick.ltp)
             return Signal.buy(tick, qty=65, reason="fifth")
         if self.n % 10 == 0:
+            self.prices["SELL"].append(tick.ltp)
             return Signal.sell(tick, qty=65, reason="tenth")
         return None
 
@@ -134,11 +137,9 @@ def test_charts_hold_the_ticks_and_signals_after_a_refresh(trader):
     sell_ticks = [s for s in trader.signals if s.side == "SELL"]
     assert len(buys.x) == len(buy_ticks) == 4 and len(sells.x) == len(sell_ticks) == 4
     assert len(rejected.x) == 0
-    # each marker sits on the price of the tick that produced its signal
-    ltp_by_x = dict(zip(map(str, price.x), price.y))
-    for trace in (buys, sells):
-        for x, y in zip(trace.x, trace.y):
-            assert ltp_by_x[str(x)] == y
+    # each marker sits on the price of the tick that produced its signal, at that tick's time
+    assert list(buys.y) == trader.strategy.prices["BUY"] and list(sells.y) == trader.strategy.prices["SELL"]
+    assert set(buys.x) | set(sells.x) <= set(price.x)
     assert TOKEN in dash.price_fig.layout.title.text
 
     publish(trader, 30)                         # the window is rolling: the oldest points leave
