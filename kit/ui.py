@@ -46,12 +46,14 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from .dispatch import CALLBACK, MODES, POLL, QUEUE
+from .dispatch import CALLBACK, POLL, QUEUE
+from .engine import current_trader
 from .metrics import STAGES
 
 log = logging.getLogger("kit.ui")
 
 MIN_INTERVAL = 0.1          # seconds between refreshes, at least: 10 Hz at most
+MAX_KEPT_TICKS = 50_000     # ticks held for the price chart, over all tokens (a few MB)
 MODE_COLORS = {POLL: "#d62728", QUEUE: "#1f77b4", CALLBACK: "#2ca02c"}
 MODE_ORDER = (POLL, QUEUE, CALLBACK)   # the seed's baseline first, as the toggle shows them
 
@@ -67,7 +69,8 @@ def dashboard(trader, *, token: str | None = None, interval: float | None = 0.25
     token: the instrument whose price is charted first (a dropdown switches it).
     interval: seconds between refreshes (≥ 0.1); ``None`` starts no refresh
       thread, and ``refresh()`` is then called by hand.
-    window: price points kept per token. latency_window: each mode's last
+    window: price points kept per token (fewer when there are more than
+      ``MAX_KEPT_TICKS / window`` tokens). latency_window: each mode's last
       ticks that the latency percentiles cover. history: seconds of throughput.
 
         dash = kit.dashboard(trader)
@@ -127,6 +130,9 @@ class Dashboard(widgets.VBox):
         self._token = token or (tokens[0] if tokens else None)
         if self._token is not None and self._token not in tokens:
             tokens.insert(0, self._token)
+        # Ticks are kept for every token, so the dropdown shows history at once; with
+        # hundreds of subscribed tokens each keeps fewer, to bound the memory held.
+        self._per_token = min(window, max(60, MAX_KEPT_TICKS // max(1, len(tokens))))
 
         # ---- widgets
         live = not trader.config.paper
@@ -183,7 +189,7 @@ class Dashboard(widgets.VBox):
     def _record_tick(self, tick) -> None:
         ticks = self._ticks.get(tick.token)
         if ticks is None:
-            ticks = self._ticks.setdefault(tick.token, deque(maxlen=self.window))
+            ticks = self._ticks.setdefault(tick.token, deque(maxlen=self._per_token))
         ticks.append(tick)
 
     def _record_signal(self, signal, reason) -> None:
@@ -191,6 +197,10 @@ class Dashboard(widgets.VBox):
 
     # ================================================================== kernel thread: clicks
     def _on_start(self, _button=None) -> None:
+        if self._replaced():
+            self._say("this trader was replaced by a newer one of the same name; "
+                      "run kit.dashboard(trader) for the new one", error=True)
+            return
         try:
             self.trader.start()
             self._say(f"started on the {self.trader.config.feed} feed, mode {self.trader.mode}")
@@ -231,6 +241,9 @@ class Dashboard(widgets.VBox):
         self._token = change["new"]
         self._wake.set()
 
+    def _replaced(self) -> bool:
+        return current_trader(self.trader.config.name) is not self.trader
+
     def _say(self, text: str, *, error: bool = False) -> None:
         color = "#c62828" if error else "#555"
         self.message.value = f'<span style="color:{color}">{time.strftime("%H:%M:%S")} {html.escape(text)}</span>'
@@ -264,16 +277,16 @@ class Dashboard(widgets.VBox):
         status = trader.status
         now = time.monotonic()
         self._counts.append((now, status["ticks_processed"]))
-        rate = self._rate(now)
+        rate = self._rate()
         self._throughput.append((time.time_ns() + time.localtime().tm_gmtoff * 10**9, rate, status["queue_depth"]))
         self._sync_controls(status)
-        self.status_line.value = _status_html(status, rate, trader)
+        self.status_line.value = _status_html(status, rate, trader, self._replaced())
         self._refresh_price()
         self._refresh_latency()
         self._refresh_throughput()
         self.refreshes += 1
 
-    def _rate(self, now: float) -> float:
+    def _rate(self) -> float:
         """Ticks processed per second over the last second (or the time there is)."""
         counts = self._counts
         newest_t, newest_n = counts[-1]
@@ -423,7 +436,7 @@ def _badge(text: str, color: str, detail: str) -> str:
             f'border-radius:4px">{text}</span> <span style="color:#555">{html.escape(detail)}</span>')
 
 
-def _status_html(status: dict, rate: float, trader) -> str:
+def _status_html(status: dict, rate: float, trader, replaced: bool) -> str:
     connected = ('<b style="color:#2e7d32">● connected</b>' if status["connected"]
                  else '<b style="color:#c62828">○ not connected</b>')
     state = "running" if status["running"] else "stopped"
@@ -442,6 +455,9 @@ def _status_html(status: dict, rate: float, trader) -> str:
     ]
     if status["strategy_errors"]:
         parts.append(f"<span style='color:#c62828'>last error: {html.escape(trader.last_strategy_error[:120])}</span>")
+    if replaced:
+        parts.insert(0, "<b style='color:#c62828'>REPLACED: a newer trader of this name exists;"
+                        " run kit.dashboard(trader) again</b>")
     if getattr(trader.risk, "halted", False):
         reason = html.escape(getattr(trader.risk, "halt_reason", ""))
         parts.append(f"<b style='color:#c62828'>TRADING HALTED ({reason})</b>")

@@ -216,6 +216,9 @@ def test_a_new_trader_with_the_same_name_and_its_dashboard_replace_the_old_ones(
     new_trader = kit.LiveTrader(trader.config)            # the trader cell is run again
     try:
         assert not trader.running
+        assert wait_until(lambda: "REPLACED" in old_dash.status_line.value, 10)
+        old_dash.start_button.click()                     # must not bring the old feed back
+        assert not trader.running and "replaced" in old_dash.message.value
         new_dash = kit.dashboard(new_trader, interval=0.1)
         assert not old_dash.refreshing and trader._tick_listeners == ()
         assert new_dash.refreshing and len(dashboard_threads(trader.config.name)) == 1
