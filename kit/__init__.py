@@ -18,9 +18,9 @@ from .candles import history
 __all__ = [
     "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
-    "Simulator", "examples",
+    "Simulator", "examples", "dashboard",
 ]
-__all__ += ["history", "backtest", "read_recording", "research", "charts"]
+__all__ += ["history", "backtest", "read_recording", "research", "charts", "export_strategy"]
 
 
 def __getattr__(name):
@@ -35,4 +35,11 @@ def __getattr__(name):
     if name in ("backtest", "read_recording"):
         from . import research
         return getattr(research, name)
+    # The notebook cockpit pulls in ipywidgets/plotly; trading code never needs them.
+    if name in ("dashboard", "Dashboard"):
+        from . import ui
+        return getattr(ui, name)
+    if name == "export_strategy":
+        from .export import export_strategy
+        return export_strategy
     raise AttributeError(f"module 'kit' has no attribute {name!r}")

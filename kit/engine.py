@@ -429,6 +429,14 @@ class LiveTrader:
         return f"<LiveTrader {self.config.name!r} feed={self.config.feed} mode={self.mode} {state}>"
 
 
+def current_trader(name: str = "default") -> "LiveTrader | None":
+    """The trader created last under ``name``, or None. An older trader of that name was closed.
+
+    The dashboard uses it to refuse restarting a trader a re-run cell has replaced.
+    """
+    return _live_traders.get(name)
+
+
 @atexit.register
 def _close_all_traders() -> None:
     for trader in list(_live_traders.values()):

@@ -28,6 +28,13 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    ``send_heartbeat()`` sends it (``kit.feed`` schedules it).
 9. TLS verification is off and urllib3 warnings are silenced globally.
    ``wss://`` URLs are verified; the global warning filters are restored.
+10. ``close_connection()`` calls websocket-client's ``WebSocketApp.close()``,
+   which waits for the server's close frame by reading the socket on the
+   *calling* thread, racing the socket thread's own read. When the caller
+   wins, the socket thread is left polling a socket nothing will wake, and
+   never returns (about one stop in three leaked a feed thread).
+   ``drop_connection()`` sends the close frame without reading and shuts the
+   socket down, which wakes the socket thread; that thread tears down itself.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -208,6 +216,7 @@ class KitWebSocketV2(SmartWebSocketV2):
         self.auth_token, self.api_key = auth_token, api_key
         self.client_code, self.feed_token = client_code, feed_token
         self.DISCONNECT_FLAG = True
+        self._opened = None              # 10: the connection connect() closes when it returns
         self.last_pong_timestamp = None
         self.MAX_RETRY_ATTEMPT = 0
         self.current_retry_attempt = 0
@@ -262,15 +271,43 @@ class KitWebSocketV2(SmartWebSocketV2):
         if self.ROOT_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self.DISCONNECT_FLAG = False
-        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        try:
+            self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        finally:
+            # 10: after drop_connection() the teardown leaves the descriptor open; close it here,
+            # on the thread that used it.
+            opened, self._opened = self._opened, None
+            if opened is not None:
+                opened.shutdown()
 
     def close_connection(self):
         """Close for good: keeps the subscriptions on record so a later connect restores them."""
         self.DISCONNECT_FLAG = True
-        if self.wsapp:
-            self.wsapp.close()
+        self.drop_connection()
+
+    def drop_connection(self):
+        """Close the connection from any thread; ``connect()`` returns on its own thread (10)."""
+        app = self.wsapp
+        if app is None:
+            return
+        app.keep_running = False
+        ws = app.sock
+        if ws is None:
+            return
+        try:
+            if ws.connected:
+                ws.send_close()          # the close frame; the reply is read by the socket thread
+        except Exception:                # the connection is already gone
+            pass
+        raw = ws.sock
+        if raw is not None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)   # wakes the socket thread's poll, as WebSocket.abort() does
+            except OSError:
+                pass
 
     def _on_open(self, wsapp):
+        self._opened = wsapp.sock
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
         if resubscribed:
             self.resubscribe()  # the SDK's own, now that its state is sound
