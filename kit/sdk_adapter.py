@@ -28,6 +28,13 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    ``send_heartbeat()`` sends it (``kit.feed`` schedules it).
 9. TLS verification is off and urllib3 warnings are silenced globally.
    ``wss://`` URLs are verified; the global warning filters are restored.
+
+And one in websocket-client (1.9), which the SDK runs on:
+
+10. When the server closes first, or the client only sends its close frame,
+    ``run_forever`` returns without closing the TCP socket (``send_close``
+    clears ``connected``, so teardown's ``close()`` returns early); the
+    server then waits in a half-closed state. ``connect()`` closes it.
 """
 from __future__ import annotations
 
@@ -201,6 +208,7 @@ class KitWebSocketV2(SmartWebSocketV2):
         self.RESUBSCRIBE_FLAG = False
         self.input_request_dict = {}   # 4: per instance, not per class
         self.wsapp = None
+        self._socket = None
         if not self._sanity_check():
             raise ValueError("SmartWebSocketV2 needs auth token, API key, client code and feed token")
         register_secret(auth_token, api_key, feed_token)
@@ -249,7 +257,13 @@ class KitWebSocketV2(SmartWebSocketV2):
         if self.ROOT_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self.DISCONNECT_FLAG = False
-        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        self._socket = None
+        try:
+            self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        finally:
+            if self._socket is not None:   # 10: close what teardown may have left open
+                self._socket.shutdown()
+                self._socket = None
 
     def close_connection(self):
         """Close for good: keeps the subscriptions on record so a later connect restores them."""
@@ -258,6 +272,7 @@ class KitWebSocketV2(SmartWebSocketV2):
             self.wsapp.close()
 
     def _on_open(self, wsapp):
+        self._socket = wsapp.sock
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
         if resubscribed:
             self.resubscribe()  # the SDK's own, now that its state is sound
