@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field, replace
 from time import perf_counter_ns
 
@@ -29,7 +30,7 @@ import pandas as pd
 
 from .broker import PaperBroker
 from .dispatch import CALLBACK, MODES, QUEUE, Dispatcher
-from .feed import FeedCredentials, ReconnectPolicy, SmartFeed
+from .feed import FeedCredentials, Gap, ReconnectPolicy, SmartFeed
 from .metrics import LatencyMetrics
 from .risk import RiskLimits, RiskManager
 from .strategy import Signal, Strategy
@@ -133,6 +134,10 @@ class LiveTrader:
         self.rejected_signals = 0
         self.started_at: float | None = None
         self.recorder = None
+        # Gaps in the feed (issue 7): every one found, and those the strategy has yet to hear of.
+        self.gaps: deque[Gap] = deque(maxlen=SmartFeed.GAP_HISTORY)
+        self._pending_gaps: dict = {}       # (exchange_type, token) -> [Gap, ...]
+        self._gaps_lock = threading.Lock()
 
     # ================================================================== the tick path
     def _on_tick(self, tick, via: str) -> None:
@@ -145,6 +150,10 @@ class LiveTrader:
         lock = self._strategy_lock
         lock.acquire()
         try:
+            # 0. gap hook (issue 7): a hole in the feed is told before the first tick after it.
+            #    One truthiness test per tick; the rest runs only while a gap awaits delivery.
+            if self._pending_gaps:
+                self._deliver_gaps(tick)
             # 1. paper orders waiting for "the next tick" fill at this one
             self.broker.on_tick(tick)
             # 2. the strategy
@@ -180,6 +189,43 @@ class LiveTrader:
             self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
         for listener in self._tick_listeners:
             listener(tick)
+
+    # ---- gaps (issue 7) -------------------------------------------------------------
+    def _gap_found(self, gap: Gap) -> None:
+        """The feed found ``gap`` (socket thread), just before dispatching the tick after it."""
+        self.gaps.append(gap)
+        with self._gaps_lock:
+            self._pending_gaps.setdefault((gap.exchange_type, gap.token), []).append(gap)
+
+    def _deliver_gaps(self, tick) -> None:
+        """Call ``strategy.on_gap`` for the gaps that end at or before ``tick`` (strategy lock held).
+
+        A gap is due at the first tick of its instrument received after it was
+        found; ticks received before the drop, still queued, pass without it.
+        If that very tick was dropped by a full queue, the next one delivers it.
+        """
+        with self._gaps_lock:
+            key = (tick.exchange_type, tick.token)
+            waiting = self._pending_gaps.get(key)
+            if not waiting:
+                return
+            due = [gap for gap in waiting if gap.recv_ns <= tick.recv_ns]
+            if not due:
+                return
+            kept = [gap for gap in waiting if gap.recv_ns > tick.recv_ns]
+            if kept:
+                self._pending_gaps[key] = kept
+            else:
+                del self._pending_gaps[key]
+        strategy = self._strategy
+        on_gap = getattr(strategy, "on_gap", None)
+        if on_gap is None:
+            return
+        for gap in due:
+            try:
+                on_gap(gap)
+            except Exception as exc:
+                self._strategy_failed(strategy, tick, exc)
 
     def _strategy_failed(self, strategy, tick, exc) -> None:
         self.strategy_errors += 1
@@ -278,6 +324,9 @@ class LiveTrader:
                     parser=self.config.parser, reconnect=self.config.reconnect,
                     heartbeat_interval=self.config.heartbeat_interval, stall_timeout=self.config.stall_timeout,
                     name=f"kit-feed-{self.config.name}")
+                self.feed.on_gap = self._gap_found
+            with self._gaps_lock:
+                self._pending_gaps.clear()   # a new feed: holes in the last one were told or are moot
             if self.config.record and self.recorder is None:
                 self.start_recording(self.config.record)
             with self._strategy_lock:
@@ -414,6 +463,23 @@ class LiveTrader:
             "reconnects": feed.reconnects if feed else 0,
             "stalls": feed.stalls if feed else 0,
             "auth_failed": bool(feed and feed.auth_failed),
+            # resilience (issue 7); keys are only ever added
+            "connects": feed.connects if feed else 0,
+            "disconnects": feed.disconnects if feed else 0,
+            "failed_connects": feed.failed_connects if feed else 0,
+            "last_disconnect_reason": feed.last_disconnect_reason if feed else "",
+            "last_disconnect_at": feed.last_disconnect_at if feed else None,
+            "connected_since": feed.connected_since if feed else None,
+            "next_retry_in": feed.next_retry_in if feed else None,
+            "gaps": feed.gaps if feed else 0,
+            "missed_ticks": feed.missed_ticks if feed else 0,
+            "heartbeats_sent": feed.heartbeats_sent if feed else 0,
+            "pongs": feed.pongs if feed else 0,
+            "unknown_text_frames": feed.unknown_text if feed else 0,
+            "socket_errors": feed.socket_errors if feed else 0,
+            "last_error": feed.last_error if feed else "",
+            "feed_lag_ms": feed.lag_ms if feed else None,
+            "max_feed_lag_ms": feed.max_lag_ms if feed else 0.0,
             "realized_pnl": pnl["realized"],
             "unrealized_pnl": pnl["unrealized"],
             "pnl": pnl["total"],

@@ -35,6 +35,13 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    never returns (about one stop in three leaked a feed thread).
    ``drop_connection()`` sends the close frame without reading and shuts the
    socket down, which wakes the socket thread; that thread tears down itself.
+
+And one in websocket-client (1.9), which the SDK runs on:
+
+11. When the server closes first, or the client only sends its close frame,
+    ``run_forever`` returns without closing the TCP socket (``send_close``
+    clears ``connected``, so teardown's ``close()`` returns early); the
+    server then waits in a half-closed state. ``connect()`` closes it.
 """
 from __future__ import annotations
 
@@ -274,8 +281,8 @@ class KitWebSocketV2(SmartWebSocketV2):
         try:
             self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
         finally:
-            # 10: after drop_connection() the teardown leaves the descriptor open; close it here,
-            # on the thread that used it.
+            # 10, 11: teardown may leave the descriptor open (after drop_connection(), or when
+            # the server closed first); close it here, on the thread that used it.
             opened, self._opened = self._opened, None
             if opened is not None:
                 opened.shutdown()

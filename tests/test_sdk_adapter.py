@@ -224,3 +224,21 @@ def test_login_and_feed_through_the_real_clients_against_the_simulator(sim, in_t
         assert wait_until(lambda: trader.ticks_processed == 20, 10)
     finally:
         trader.close()
+
+
+def test_11_the_tcp_socket_is_closed_after_a_close_handshake(sim, in_tmp_cwd):
+    """websocket-client leaves the socket open when only the close frame was sent (or the
+    server closed first); the server then waits half-closed. The adapter closes it."""
+    import psutil
+
+    def client_side():
+        return [c for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == sim.port]
+
+    feed = _feed(sim).start()
+    assert feed.wait_connected(10)
+    held = feed._ws.wsapp.sock      # any reference (a debugger, a user's variable) keeps it from GC
+    assert client_side()
+    feed.stop()                     # the close handshake, read by the feed thread
+    assert wait_until(lambda: not client_side(), 10), client_side()
+    assert held.sock is None
+    assert feed.stats.socket_errors == 0
