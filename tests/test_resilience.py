@@ -256,7 +256,8 @@ def test_ticks_lost_in_flight_show_in_the_gap(in_tmp_cwd):
         stats = sim.stats
     lost = stats["sent"] + stats["dropped_slow_client"] - trader.feed.stats.ticks
     assert lost > 0, "the abort should have caught ticks in flight"
-    assert trader.status["missed_ticks"] == lost and trader.status["gaps"] == 2
+    # every lost tick is in a gap (a token whose in-flight frames all arrived has none)
+    assert trader.status["missed_ticks"] == lost and 1 <= trader.status["gaps"] <= 2
     check_gaps_against_ticks(journal, list(trader.gaps))
 
 
