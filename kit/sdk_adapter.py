@@ -28,6 +28,23 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    ``send_heartbeat()`` sends it (``kit.feed`` schedules it).
 9. TLS verification is off and urllib3 warnings are silenced globally.
    ``wss://`` URLs are verified; the global warning filters are restored.
+
+``SmartWebSocketOrderUpdate`` (the order-update socket) has its own set;
+``KitOrderUpdateSocket`` contains them:
+
+10. Closing it reconnects: ``on_close`` calls ``retry_connect()``. Here a
+    close is only reported; ``kit.order_updates`` decides about reconnects.
+11. ``retry_connect()`` sleeps ``RETRY_DELAY_SECONDS`` (10 s) on the socket
+    thread, recurses into ``connect()``, keeps its attempt counter on the
+    class and never resets it, and retries a refused token (HTTP 401) too.
+    Here it never runs; a refused token stops the stream.
+12. Protocol pong replies (and a text ``pong``) reach ``on_message`` as if
+    they were order updates (an empty binary message every 10 s). Here only
+    JSON text frames are updates; pongs are counted.
+13. TLS verification is off (``CERT_NONE``). ``wss://`` URLs are verified.
+14. Its constructor creates ``logs/`` like the others (the stand-ins of 2
+    cover it) and it logs every message at INFO. Here nothing is logged per
+    message.
 """
 from __future__ import annotations
 
@@ -312,3 +329,112 @@ class KitWebSocketV2(SmartWebSocketV2):
                 self.on_text("error", payload)
             else:
                 self.on_text("unknown", data)
+
+
+# --------------------------------------------------------------------------- the order-update client
+class KitOrderUpdateSocket(SmartWebSocketOrderUpdate):
+    """The SDK's ``SmartWebSocketOrderUpdate`` with defects 10–14 contained.
+
+    Events are plain callables set by the owner (``kit.order_updates.OrderUpdateStream``):
+
+    - ``on_update(message)``          a parsed JSON frame (``{"order-status": "AB05", "orderData": {...}, ...}``)
+    - ``on_text(kind, payload)``      ``"pong"`` or ``"unknown"`` (a frame that is not a JSON object)
+    - ``on_connect()``                the socket opened
+    - ``on_disconnect(code, reason)`` the socket closed, cleanly or not
+    - ``on_socket_error(exc)``        an error websocket-client reported (a 401 is a ``WebSocketBadStatusException``)
+
+        sock = KitOrderUpdateSocket(url, "Bearer <jwt>", api_key, client_code, feed_token)
+        sock.on_update = print
+        sock.connect()            # blocks until the socket closes; never reconnects by itself
+    """
+
+    def __init__(self, url: str, auth_token: str, api_key: str, client_code: str, feed_token: str, *,
+                 verify_tls: bool = True, protocol_ping_interval: float = 0):
+        # 14: SmartWebSocketOrderUpdate.__init__ would create logs/ and reconfigure logzero.
+        self.WEBSOCKET_URI = url
+        self.auth_token, self.api_key = auth_token, api_key
+        self.client_code, self.feed_token = client_code, feed_token
+        self.verify_tls = verify_tls
+        self.protocol_ping_interval = protocol_ping_interval
+        self.wsapp = None
+        self.last_pong_timestamp = None
+        self.current_retry_attempt = 0          # 11: per instance (and unused)
+        register_secret(auth_token, auth_token.removeprefix("Bearer ").strip(), api_key, feed_token)
+        self.on_update = self.on_text = None
+        self.on_connect = self.on_disconnect = self.on_socket_error = None
+
+    # ---- 10, 11, 13: connection lifecycle, owned by kit.order_updates
+    def connect(self):
+        """Connect and block, dispatching frames, until the socket closes. Never reconnects."""
+        headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
+                   "x-client-code": self.client_code, "x-feed-token": self.feed_token}
+        self.wsapp = websocket.WebSocketApp(
+            self.WEBSOCKET_URI, header=headers, on_open=self.on_open, on_error=self.on_error,
+            on_close=self.on_close, on_data=self.on_data, on_ping=self.on_ping, on_pong=self.on_pong)
+        sslopt = None
+        if self.WEBSOCKET_URI.startswith("wss://"):
+            sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
+        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+
+    def close_connection(self):
+        if self.wsapp:
+            self.wsapp.close()
+
+    def retry_connect(self):
+        """11: never sleep and recurse on the socket thread; the owner reconnects."""
+        log.debug("order-update socket: the SDK's retry_connect was called and ignored")
+
+    def on_open(self, wsapp):
+        if self.on_connect:
+            self.on_connect()
+
+    def on_error(self, wsapp, error):
+        if self.on_socket_error:
+            self.on_socket_error(error)
+
+    def on_close(self, wsapp, close_status_code=None, close_msg=None):
+        # 10: report only; the SDK called retry_connect() here.
+        if self.on_disconnect:
+            self.on_disconnect(close_status_code, close_msg)
+
+    def on_ping(self, wsapp, data):
+        pass
+
+    def on_pong(self, wsapp, data):
+        # 12: a protocol pong is a heartbeat, not an order update.
+        self.last_pong_timestamp = time.time()
+
+    def send_heartbeat(self) -> bool:
+        """Angel One's text ``ping`` (the server answers text ``pong``)."""
+        app = self.wsapp
+        try:
+            if app is not None and app.sock is not None and app.sock.connected:
+                app.send(self.HEARTBEAT_MESSAGE)
+                return True
+        except Exception as exc:  # a dying socket: the read loop will report it
+            log.debug("order-update heartbeat not sent: %s", exc)
+        return False
+
+    # ---- 12, 14: every frame
+    def on_data(self, wsapp, message, data_type, continue_flag):
+        if isinstance(message, bytes):
+            try:
+                message = message.decode("utf-8")
+            except UnicodeDecodeError:
+                self.on_text("unknown", message)
+                return
+        if message == "pong":
+            self.last_pong_timestamp = time.time()
+            self.on_text("pong", message)
+            return
+        try:
+            payload = json.loads(message)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            self.on_update(payload)
+        else:
+            self.on_text("unknown", message)
+
+    def on_message(self, wsapp, message):  # pragma: no cover - on_data no longer calls it
+        self.on_data(wsapp, message, 1, False)

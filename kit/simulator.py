@@ -49,6 +49,7 @@ from http import HTTPStatus
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+from .simulator_orders import SimulatedExchange
 from .simulator_rest import RestCredentials, RestSimulator
 from .tick import (BSE_CM, CDE_FO, DEPTH, EXCHANGE_NAMES, LTP, MODE_NAMES, NSE_CM, QUOTE,
                    SNAP_QUOTE, price_divisor)
@@ -315,6 +316,8 @@ class Simulator:
         # The REST side (login, ...) hands out exactly the tokens this socket accepts.
         self.rest = RestSimulator(RestCredentials(client_code=c.client_code, api_key=c.api_key,
                                                   jwt=c.auth_token, feed_token=c.feed_token))
+        # Order routes on the REST side, the order-update socket, the instrument master.
+        self.orders = SimulatedExchange(self)
         self.max_subscriptions = max_subscriptions
         self.tokens = {int(ex): [str(t) for t in toks]
                        for ex, toks in (DEFAULT_TOKENS if tokens is None else tokens).items()}
@@ -358,6 +361,7 @@ class Simulator:
                 raise
             self._thread = thread
             self.rest.start()
+            self.orders.start()
             return self
 
     def stop(self) -> None:
@@ -370,6 +374,7 @@ class Simulator:
             thread.join(timeout=30)
             self._thread = self._loop = None
             self.rest.stop()
+            self.orders.stop()
 
     def publish(self, n_per_token: int, tokens=None) -> None:
         """Send ``n_per_token`` ticks per token, round-robin, as fast as the sockets take them.
@@ -403,6 +408,12 @@ class Simulator:
         """Abort every client's TCP connection without a close handshake; keep listening."""
         if self.running:
             self._apply(self._drop_connections)
+
+    def last_price(self, exchange_type: int, token: str) -> float:
+        """The token's current price in rupees: what its latest tick carried (its opening price before any)."""
+        key = (int(exchange_type), str(token))
+        inst = self._instruments.get(key) or self._apply(self._instrument, key)
+        return inst.ltp / price_divisor(exchange_type)
 
     @property
     def stats(self) -> dict:
@@ -647,6 +658,7 @@ class Simulator:
             sent += len(subscribers)
             sent_by_token[inst.key] = sent_by_token.get(inst.key, 0) + len(subscribers)
         self._counters["sent"] += sent
+        self.orders.on_trades(instruments)   # resting orders these prices cross fill now
 
     def _send(self, client: _Client, frame: bytes | str) -> None:
         """Write one frame now, or put it on the delay line. Never waits."""
