@@ -103,10 +103,16 @@ LIVE_ORDER_COLUMNS = [f.name for f in dataclasses.fields(LiveOrder)]
 
 
 class RatePacer:
-    """Sliding-window pacing: ``wait()`` sleeps until one more request fits every window."""
+    """Sliding-window pacing: ``wait()`` sleeps until one more request fits every window.
 
-    def __init__(self, limits=ORDER_RATE_LIMITS, *, monotonic=time.monotonic, sleep=time.sleep):
-        self.limits = tuple(limits)
+    Each window is widened by ``margin`` seconds: the exchange counts arrivals,
+    not departures, and latency that varies from request to request could
+    otherwise squeeze 21 arrivals into its second.
+    """
+
+    def __init__(self, limits=ORDER_RATE_LIMITS, *, margin: float = 0.25, monotonic=time.monotonic,
+                 sleep=time.sleep):
+        self.limits = tuple((count, window + margin) for count, window in limits)
         self._sent = [deque() for _ in self.limits]
         self._monotonic, self._sleep = monotonic, sleep
         self.waited_s = 0.0
@@ -561,7 +567,6 @@ class SmartApiBroker:
 
     def _send_unknown(self, order_id: str, problem: str) -> None:
         """No answer to the place request: the order may exist. Keep it PENDING and ask the order book."""
-        self.stats["send_unknown"] += 1
         with self._apply_lock:
             with self._lock:
                 order = self._orders[order_id]
@@ -572,6 +577,7 @@ class SmartApiBroker:
                                                          "checking the order book")
             self.journal.record("send_unknown", order=_order_record(new), payload={"problem": problem})
             self._commit_order(new)
+        self.stats["send_unknown"] += 1
         log.error("live order %s: %s; not resending, reconciling with the order book", order_id, problem)
         self._reconcile_wanted.set()
 

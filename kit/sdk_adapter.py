@@ -45,6 +45,13 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
 14. Its constructor creates ``logs/`` like the others (the stand-ins of 2
     cover it) and it logs every message at INFO. Here nothing is logged per
     message.
+
+And one more in ``SmartConnect``:
+
+15. GET parameters travel JSON-encoded in the URL's query string, so
+    ``getProfile`` (called by ``generateSession``) puts the refresh token in
+    a request line that urllib3 logs at DEBUG. The redactor guards urllib3's
+    logger and masks query strings.
 """
 from __future__ import annotations
 
@@ -85,10 +92,15 @@ class SecretRedactor(logging.Filter):
         with self._lock:
             self._secrets.update(v for v in values if v and len(v) >= 4)
 
+    # 15: the SDK sends GET parameters (getProfile's refresh token) JSON-encoded in the query
+    # string, and urllib3 logs request lines at DEBUG: query strings are masked whole.
+    _QUERY = re.compile(r"""(/[^\s?"']*\?)[^\s"']+""")
+
     def redact(self, text: str) -> str:
         for s in sorted(self._secrets, key=len, reverse=True):
             if s in text:
                 text = text.replace(s, "***")
+        text = self._QUERY.sub(r"\1***", text)
         return self._FIELD.sub(r"\1\2***\3", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -117,7 +129,9 @@ def _guard_logger(logger: logging.Logger) -> logging.Logger:
     return logger
 
 
-for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect"):
+for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect",
+              "websockets.server", "websockets.client",    # both log handshake headers at DEBUG
+              "urllib3.connectionpool"):                   # logs request lines, query strings included (15)
     _guard_logger(logging.getLogger(_name))
 
 
@@ -188,8 +202,51 @@ def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0
         return SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
 
 
+# --------------------------------------------------------------------------- closing from another thread
+class _ClosesCleanly:
+    """A close requested from another thread that neither hangs nor leaks the TCP socket.
+
+    ``WebSocketApp.close()`` reads the server's close reply on the *calling*
+    thread while the socket thread sits in ``select()`` on the same socket,
+    then closes the descriptor under it; on Linux that ``select()`` never
+    wakes, so ``connect()`` can hang (or fail with an AttributeError). Here the
+    caller only sends the close frame; the socket thread reads the reply and
+    returns, and the TCP socket is closed after ``run_forever`` (which
+    websocket-client skips after ``send_close``).
+    """
+    _socket = None
+
+    def _run_forever(self, app, **kwargs) -> None:
+        self._socket = None
+        try:
+            app.run_forever(**kwargs)
+        finally:
+            if self._socket is not None:
+                self._socket.shutdown()
+
+    def _remember_socket(self, app) -> None:
+        self._socket = app.sock
+
+    @staticmethod
+    def _begin_close(app) -> None:
+        if app is None:
+            return
+        app.keep_running = False
+        sock = app.sock
+        if sock is None or not sock.connected:
+            return
+        try:
+            sock.send_close()
+        except Exception as exc:
+            log.debug("close frame not sent: %s", exc)
+        # A server that never answers must not keep the socket thread: wake its read.
+        timer = threading.Timer(2.0, _abort_if_open, args=(sock,))
+        timer.daemon = True
+        timer.start()
+
+
 # --------------------------------------------------------------------------- the market-data client
-class KitWebSocketV2(SmartWebSocketV2):
+class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
     """The SDK's ``SmartWebSocketV2`` with its defects contained.
 
     Events are plain callables set by the owner (``kit.feed.SmartFeed``):
@@ -266,15 +323,15 @@ class KitWebSocketV2(SmartWebSocketV2):
         if self.ROOT_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self.DISCONNECT_FLAG = False
-        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        self._run_forever(self.wsapp, sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
 
     def close_connection(self):
         """Close for good: keeps the subscriptions on record so a later connect restores them."""
         self.DISCONNECT_FLAG = True
-        if self.wsapp:
-            self.wsapp.close()
+        self._begin_close(self.wsapp)
 
     def _on_open(self, wsapp):
+        self._remember_socket(wsapp)
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
         if resubscribed:
             self.resubscribe()  # the SDK's own, now that its state is sound
@@ -332,7 +389,7 @@ class KitWebSocketV2(SmartWebSocketV2):
 
 
 # --------------------------------------------------------------------------- the order-update client
-class KitOrderUpdateSocket(SmartWebSocketOrderUpdate):
+class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
     """The SDK's ``SmartWebSocketOrderUpdate`` with defects 10–14 contained.
 
     Events are plain callables set by the owner (``kit.order_updates.OrderUpdateStream``):
@@ -374,17 +431,18 @@ class KitOrderUpdateSocket(SmartWebSocketOrderUpdate):
         sslopt = None
         if self.WEBSOCKET_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
-        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        self._run_forever(self.wsapp, sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
 
     def close_connection(self):
-        if self.wsapp:
-            self.wsapp.close()
+        """Start the close handshake; the socket thread reads the reply and ``connect()`` returns."""
+        self._begin_close(self.wsapp)
 
     def retry_connect(self):
         """11: never sleep and recurse on the socket thread; the owner reconnects."""
         log.debug("order-update socket: the SDK's retry_connect was called and ignored")
 
     def on_open(self, wsapp):
+        self._remember_socket(wsapp)
         if self.on_connect:
             self.on_connect()
 
@@ -438,3 +496,14 @@ class KitOrderUpdateSocket(SmartWebSocketOrderUpdate):
 
     def on_message(self, wsapp, message):  # pragma: no cover - on_data no longer calls it
         self.on_data(wsapp, message, 1, False)
+
+
+def _abort_if_open(sock) -> None:
+    """Shut a websocket-client socket down for reading and writing, which wakes a blocked select()."""
+    import socket as socket_module
+    raw = getattr(sock, "sock", None)
+    if raw is not None:
+        try:
+            raw.shutdown(socket_module.SHUT_RDWR)
+        except OSError:
+            pass   # already closed: nothing to wake

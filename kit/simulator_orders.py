@@ -545,7 +545,7 @@ class OrderUpdateServer:
         if self._server is not None:
             return
         self._server = serve(self._handle, "127.0.0.1", self.port, process_request=self._process_request,
-                             compression=None, ping_interval=None, close_timeout=2)
+                             compression=None, ping_interval=None, close_timeout=1)
         self.port = self._server.socket.getsockname()[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="kit-sim-order-updates",
                                         daemon=True)
@@ -554,13 +554,19 @@ class OrderUpdateServer:
         self._sender.start()
 
     def stop(self) -> None:
+        """Close every connection (1001), abort those that do not answer, stop listening."""
         if self._server is None:
             return
-        self._server.shutdown()
         with self._clients_lock:
             clients = list(self._clients)
         for ws in clients:
-            ws.close(1001, "server stopping")
+            ws.close(1001, "server stopping")    # waits close_timeout at most
+        self.drop_connections()                   # whoever did not complete the close
+        # shutdown() waits for every handler thread; a client that never closes its TCP
+        # connection must not hang the simulator, so it is bounded.
+        stopper = threading.Thread(target=self._server.shutdown, name="kit-sim-order-stop", daemon=True)
+        stopper.start()
+        stopper.join(5)
         self._outbox.put(None)
         for t in (self._thread, self._sender):
             t.join(5)

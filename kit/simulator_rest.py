@@ -199,11 +199,14 @@ class RestSimulator:
             body, ctype = payload.encode(), "text/plain"
         else:
             body, ctype = json.dumps(payload).encode(), "application/json"
-        http.send_response(status_code)
-        http.send_header("Content-Type", ctype)
-        http.send_header("Content-Length", str(len(body)))
-        http.end_headers()
-        http.wfile.write(body)
+        try:
+            http.send_response(status_code)
+            http.send_header("Content-Type", ctype)
+            http.send_header("Content-Length", str(len(body)))
+            http.end_headers()
+            http.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the client gave up waiting (a timeout): ordinary, nothing to answer
 
     # ------------------------------------------------------------------ login
     def _login(self, req: RestRequest):

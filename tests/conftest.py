@@ -52,3 +52,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+@pytest.fixture(autouse=True)
+def _kit_dirs_in_tmp(tmp_path_factory, monkeypatch):
+    """Instrument caches and journals go to a per-test temporary directory, never to ~ or the cwd."""
+    base = tmp_path_factory.mktemp("kit-dirs")
+    monkeypatch.setenv("SMARTAPI_KIT_CACHE", str(base / "cache"))
+    monkeypatch.setenv("SMARTAPI_KIT_DATA", str(base / "data"))
+    yield base
