@@ -236,6 +236,7 @@ class SmartApiBroker:
         self.instruments: "InstrumentMaster | None" = None
         self.stream = None
         self.armed = False
+        self._closed = False
         self.stats = {"placed": 0, "rejected": 0, "send_unknown": 0, "rate_limited": 0, "updates": 0,
                       "foreign_updates": 0, "reconciles": 0, "reconcile_errors": 0, "lost": 0}
         self.restored = self._restore()
@@ -279,6 +280,8 @@ class SmartApiBroker:
         from .order_updates import OrderUpdateStream
         if self.connected:
             return self
+        if self._closed:
+            raise RuntimeError("this broker was closed (its journal too): create a new trader to trade again")
         self.client, self.instruments = client, instruments
         self._stop.clear()
         self.stream = OrderUpdateStream(order_update_url, credentials, self._on_update, reconnect=reconnect,
@@ -311,6 +314,7 @@ class SmartApiBroker:
         self._threads = []
         self._drain_unsent("the broker was closed before this order was sent")
         self.client = None
+        self._closed = True
         self.journal.close()
 
     def arm(self) -> None:

@@ -21,8 +21,10 @@ Storage decisions:
 * Four tables: ``events`` is the append-only audit trail (what arrived, raw);
   ``orders`` and ``positions`` hold the current state, upserted in the same
   transaction; ``fills`` is append-only. A reader never sees half a change.
-* Secrets never reach it: the broker writes no credentials, and every text
-  written passes the log redactor anyway (``kit.sdk_adapter.redactor``).
+* Secrets never reach it: the broker writes no credentials, and every string
+  written is scrubbed of registered keys and tokens anyway
+  (``kit.sdk_adapter.redactor.redact_values``; numbers are never touched, so a
+  short PIN or TOTP code can never corrupt a price or an order id).
 * The default path is outside the working directory: ``$SMARTAPI_KIT_DATA``
   or the user data directory, one file per trader name per IST trading day.
 """
@@ -86,8 +88,19 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def _scrub(obj):
+    """Strings with any long registered secret (API key, JWT, tokens) masked; numbers untouched."""
+    if isinstance(obj, str):
+        return redactor.redact_values(obj)
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_scrub(v) for v in obj]
+    return obj
+
+
 def _dumps(obj) -> str:
-    return redactor.redact(json.dumps(obj, separators=(",", ":"), default=str))
+    return json.dumps(_scrub(obj), separators=(",", ":"), default=str)
 
 
 class Journal:

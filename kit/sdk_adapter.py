@@ -103,6 +103,17 @@ class SecretRedactor(logging.Filter):
         text = self._QUERY.sub(r"\1***", text)
         return self._FIELD.sub(r"\1\2***\3", text)
 
+    def redact_values(self, text: str, min_length: int = 12) -> str:
+        """Replace only registered secrets of at least ``min_length`` characters (keys, tokens).
+
+        For stored data (the journal): short secrets such as a 4-digit PIN or a
+        6-digit TOTP would also match inside order ids and prices, corrupting them.
+        """
+        for s in sorted(self._secrets, key=len, reverse=True):
+            if len(s) >= min_length and s in text:
+                text = text.replace(s, "***")
+        return text
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()

@@ -402,3 +402,17 @@ def test_a_restarted_trader_restores_orders_and_positions_from_the_journal(sim, 
         assert len(sim.orders.order_book()) == 2
     finally:
         again.close()
+
+
+def test_the_journal_scrubs_long_secrets_but_never_corrupts_numbers(tmp_path, monkeypatch):
+    import kit.journal
+    from kit.sdk_adapter import SecretRedactor
+    redactor = SecretRedactor()                                     # this test's own: the global one is forever
+    redactor.register("4242", "123456", "LONG-SECRET-KEY-0099")    # a PIN, a TOTP code, an API key
+    monkeypatch.setattr(kit.journal, "redactor", redactor)
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.record("update", client_id="k1", payload={"orderid": "261126004242123456", "price": 4242.5,
+                                                      "text": "echo LONG-SECRET-KEY-0099", "ns": 1234564242})
+    journal.close()
+    event = Journal(tmp_path / "j.sqlite").events()[0]["payload"]
+    assert event == {"orderid": "261126004242123456", "price": 4242.5, "text": "echo ***", "ns": 1234564242}
