@@ -209,7 +209,7 @@ class SmartApiBroker:
         self.reconcile_interval = reconcile_interval
         self.lost_order_grace = lost_order_grace
         self.pacer = pacer or RatePacer()
-        self.name_ = name
+        self.trader_name = name
         self._clock_ns = clock_ns
         # _lock guards the in-memory books and is held only briefly (the tick thread takes it).
         # _apply_lock serialises "compute, journal, apply" sequences on the order threads.
@@ -222,6 +222,7 @@ class SmartApiBroker:
         self._send_state: dict[str, str] = {}      # queued | sending | unknown | sent
         self._unknown_since: dict[str, float] = {}
         self._cancel_before_send: set[str] = set()
+        self._cancel_wanted: set[str] = set()      # cancels waiting for the exchange's order id
         self._timing: dict[str, _Timing] = {}
         self._fill_listeners: tuple[Callable[[Fill], object], ...] = ()
         self._prefix = "k" + secrets.token_hex(3)   # ordertag = prefix + counter: < 20 chars, unique per session
@@ -286,10 +287,10 @@ class SmartApiBroker:
         self._stop.clear()
         self.stream = OrderUpdateStream(order_update_url, credentials, self._on_update, reconnect=reconnect,
                                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls,
-                                        name=f"kit-order-updates-{self.name_}")
+                                        name=f"kit-order-updates-{self.trader_name}")
         self.stream.on_connect = self._reconcile_wanted.set    # updates missed while down are not replayed
-        self._threads = [threading.Thread(target=self._send_loop, name=f"kit-orders-{self.name_}", daemon=True),
-                         threading.Thread(target=self._reconcile_loop, name=f"kit-reconcile-{self.name_}",
+        self._threads = [threading.Thread(target=self._send_loop, name=f"kit-orders-{self.trader_name}", daemon=True),
+                         threading.Thread(target=self._reconcile_loop, name=f"kit-reconcile-{self.trader_name}",
                                           daemon=True)]
         for t in self._threads:
             t.start()
@@ -390,12 +391,13 @@ class SmartApiBroker:
     def modify(self, order_id: str, *, price: float | None = None, qty: int | None = None) -> bool:
         """Ask the exchange to change an open order's limit price and/or quantity.
 
-        Returns False if the order is unknown or no longer active. The change
-        shows once the exchange confirms it (an AB04 update).
+        Returns False if the order is unknown, no longer active, or not yet
+        acknowledged by the exchange. The change shows once the exchange
+        confirms it (an AB04 update).
         """
         with self._lock:
             order = self._orders.get(order_id)
-            if order is None or order.status not in ACTIVE:
+            if order is None or order.status not in ACTIVE or not order.broker_order_id:
                 return False
         self._outbox.put(("modify", order_id, {"price": price, "qty": qty}))
         return True
@@ -602,7 +604,11 @@ class SmartApiBroker:
     def _send_cancel(self, order_id: str) -> None:
         with self._lock:
             order = self._orders.get(order_id)
-            if order is None or order.status not in ACTIVE or not order.broker_order_id:
+            if order is None or order.status not in ACTIVE:
+                return
+            if not order.broker_order_id:
+                # Sent without an answer yet: cancel as soon as the order book names it.
+                self._cancel_wanted.add(order_id)
                 return
             broker_order_id = order.broker_order_id
         self.journal.record("cancel_intent", client_id=order_id, payload={"orderid": broker_order_id})
@@ -754,6 +760,10 @@ class SmartApiBroker:
         self._orders[new.order_id] = new
         if new.broker_order_id:
             self._by_broker_id[new.broker_order_id] = new
+        if new.order_id in self._cancel_wanted and (new.broker_order_id or new.status not in ACTIVE):
+            self._cancel_wanted.discard(new.order_id)
+            if new.status in ACTIVE:
+                self._outbox.put(("cancel", new.order_id))
 
     # ================================================================== reconciliation
     def _reconcile_loop(self) -> None:

@@ -786,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  rate {sim.rate:g} ticks/s per subscribed token, seed {sim.seed}\n"
           f"REST for SmartConnect(root=...): {sim.rest.url}  (login env: "
           f"{' '.join(f'{k}={v}' for k, v in sim.rest.credentials.env().items())})\n"
+          f"order updates: {sim.orders.url}  instrument master: {sim.orders.master_url}\n"
           f"subscribe with:\n  {json.dumps(example)}\n"
           f"Ctrl-C stops.", flush=True)
     try:

@@ -40,7 +40,6 @@ import logging
 import queue
 import socket
 import threading
-import time
 import uuid
 from collections import deque
 from datetime import date, datetime, timedelta

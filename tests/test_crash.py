@@ -12,12 +12,12 @@ order-update client. After SIGKILL:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,8 @@ def _compare(orders: dict, book: list[dict]) -> list[str]:
 def test_journal_equals_the_exchange_after_kill_9_and_a_restart(tmp_path, in_tmp_cwd, monkeypatch):
     journal_path = tmp_path.parent / f"{tmp_path.name}-journal" / "crash.sqlite"
     sim = Simulator(rate=30).start()
-    creds = sim.rest.credentials
+    # A PIN long and odd enough that finding it means a leak, not a coincidence in a timestamp.
+    creds = sim.rest.credentials = dataclasses.replace(sim.rest.credentials, pin="PIN-CANARY-8d2f")
     secrets_ = [creds.api_key, creds.pin, creds.totp_secret, creds.jwt, creds.refresh_token, creds.feed_token]
     env = dict(os.environ, **creds.env())
     child = subprocess.Popen([sys.executable, str(CHILD), sim.rest.url, sim.url, sim.orders.url,

@@ -322,6 +322,12 @@ def test_an_unanswered_place_is_never_resent_and_is_found_by_its_tag(sim, journa
         assert wait_until(lambda: settled(trader, order.order_id, "COMPLETE"), 20), trader.broker.orders_df()
         assert len(sim.orders.order_book()) == 1                       # placed once, never twice
         assert trader.broker.order(order.order_id).broker_order_id == sim.orders.order_book()[0]["orderid"]
+        # A cancel asked for while the outcome is unknown is sent once the order book names the order.
+        resting, _ = trader.submit(kit.Signal.sell(a_tick(sim), 65, limit=9999.0))
+        assert wait_until(lambda: trader.broker.stats["send_unknown"] == 2, 10)
+        assert trader.broker.cancel(resting.order_id)
+        assert wait_until(lambda: settled(trader, resting.order_id, "CANCELLED"), 20), trader.broker.orders_df()
+        assert [o["status"] for o in sim.orders.order_book()] == ["complete", "cancelled"]
     finally:
         slow_until = 0
         trader.close()
