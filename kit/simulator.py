@@ -58,6 +58,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 from .simulator_candles import register_candles
+from .simulator_orders import SimulatedExchange
 from .simulator_rest import RestCredentials, RestSimulator
 from .tick import (BSE_CM, CDE_FO, DEPTH, EXCHANGE_NAMES, LTP, MODE_NAMES, NSE_CM, QUOTE,
                    SNAP_QUOTE, price_divisor)
@@ -325,6 +326,8 @@ class Simulator:
         self.rest = RestSimulator(RestCredentials(client_code=c.client_code, api_key=c.api_key,
                                                   jwt=c.auth_token, feed_token=c.feed_token))
         register_candles(self.rest, seed=seed)   # getCandleData (kit/simulator_candles.py)
+        # Order routes on the REST side, the order-update socket, the instrument master.
+        self.orders = SimulatedExchange(self)
         self.max_subscriptions = max_subscriptions
         self.tokens = {int(ex): [str(t) for t in toks]
                        for ex, toks in (DEFAULT_TOKENS if tokens is None else tokens).items()}
@@ -369,6 +372,7 @@ class Simulator:
                 raise
             self._thread = thread
             self.rest.start()
+            self.orders.start()
             return self
 
     def stop(self) -> None:
@@ -381,6 +385,7 @@ class Simulator:
             thread.join(timeout=30)
             self._thread = self._loop = None
             self.rest.stop()
+            self.orders.stop()
 
     def publish(self, n_per_token: int, tokens=None) -> None:
         """Send ``n_per_token`` ticks per token, round-robin, as fast as the sockets take them.
@@ -442,6 +447,12 @@ class Simulator:
         if getattr(self, "_faults", None) is None:
             self._faults = Faults(self)
         return self._faults
+
+    def last_price(self, exchange_type: int, token: str) -> float:
+        """The token's current price in rupees: what its latest tick carried (its opening price before any)."""
+        key = (int(exchange_type), str(token))
+        inst = self._instruments.get(key) or self._apply(self._instrument, key)
+        return inst.ltp / price_divisor(exchange_type)
 
     @property
     def stats(self) -> dict:
@@ -695,6 +706,8 @@ class Simulator:
         if dropped:
             self._counters["dropped_slow_client"] += dropped
 
+        self.orders.on_trades(instruments)   # resting orders these prices cross fill now
+
     def _slow_clients(self) -> set:
         """Clients whose write buffer is over ``max_client_buffer``.
 
@@ -850,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  rate {sim.rate:g} ticks/s per subscribed token, seed {sim.seed}\n"
           f"REST for SmartConnect(root=...): {sim.rest.url}  (login env: "
           f"{' '.join(f'{k}={v}' for k, v in sim.rest.credentials.env().items())})\n"
+          f"order updates: {sim.orders.url}  instrument master: {sim.orders.master_url}\n"
           f"subscribe with:\n  {json.dumps(example)}\n"
           f"Ctrl-C stops.", flush=True)
     try:
