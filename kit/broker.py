@@ -214,7 +214,59 @@ def _circuit_breach(order: Order, tick: "Tick | None") -> str:
     return ""
 
 
-class PaperBroker:
+class PositionBook:
+    """Positions, P&L and the fill/position tables, shared by the paper and the live broker.
+
+    A broker using it keeps ``self._lock``, ``self._fills`` (a list of ``Fill``)
+    and ``self._instruments`` (token -> exchange type -> ``_Instrument``).
+    """
+
+    def _snapshots(self) -> list[Position]:
+        with self._lock:
+            return [instrument.snapshot()
+                    for by_exchange in self._instruments.values()
+                    for instrument in by_exchange.values() if instrument.has_filled]
+
+    def position(self, token: str, exchange_type: int | None = None) -> Position | None:
+        """The position in ``token`` (None if nothing ever filled there).
+
+        ``exchange_type`` may be left out when the token has traded on one
+        exchange only; otherwise it is a ValueError, since token numbers are
+        per exchange.
+        """
+        with self._lock:
+            by_exchange = self._instruments.get(token, {})
+            traded = [i for i in by_exchange.values() if i.has_filled
+                      and (exchange_type is None or i.exchange_type == exchange_type)]
+            if len(traded) > 1:
+                raise ValueError(f"token {token!r} traded on exchange types "
+                                 f"{sorted(i.exchange_type for i in traded)}; pass exchange_type")
+            return traded[0].snapshot() if traded else None
+
+    @property
+    def positions(self) -> dict[tuple[int, str], Position]:
+        """Every traded instrument's position, keyed by (exchange type, token)."""
+        return {(p.exchange_type, p.token): p for p in self._snapshots()}
+
+    def pnl(self) -> dict[str, float]:
+        """Realized, unrealized and total P&L over all positions, in rupees."""
+        snapshots = self._snapshots()
+        realized = sum(p.realized_pnl for p in snapshots)
+        unrealized = sum(p.unrealized_pnl for p in snapshots)
+        return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
+
+    def fills_df(self) -> "pandas.DataFrame":
+        """One row per fill, oldest first, columns ``FILL_COLUMNS``."""
+        with self._lock:
+            fills = list(self._fills)   # Fill is immutable: copying the list is the snapshot
+        return _frame([_fill_row(f) for f in fills], FILL_COLUMNS)
+
+    def positions_df(self) -> "pandas.DataFrame":
+        """One row per traded instrument, columns ``POSITION_COLUMNS``."""
+        return _frame([_position_row(p) for p in self._snapshots()], POSITION_COLUMNS)
+
+
+class PaperBroker(PositionBook):
     """Simulated execution against the tick stream, safe to use from several threads.
 
         broker = PaperBroker()
@@ -381,42 +433,6 @@ class PaperBroker:
         with self._lock:
             self._fill_listeners = tuple(f for f in self._fill_listeners if f != listener)
 
-    # -- positions and P&L ---------------------------------------------------
-
-    def _snapshots(self) -> list[Position]:
-        with self._lock:
-            return [instrument.snapshot()
-                    for by_exchange in self._instruments.values()
-                    for instrument in by_exchange.values() if instrument.has_filled]
-
-    def position(self, token: str, exchange_type: int | None = None) -> Position | None:
-        """The position in ``token`` (None if nothing ever filled there).
-
-        ``exchange_type`` may be left out when the token has traded on one
-        exchange only; otherwise it is a ValueError, since token numbers are
-        per exchange.
-        """
-        with self._lock:
-            by_exchange = self._instruments.get(token, {})
-            traded = [i for i in by_exchange.values() if i.has_filled
-                      and (exchange_type is None or i.exchange_type == exchange_type)]
-            if len(traded) > 1:
-                raise ValueError(f"token {token!r} traded on exchange types "
-                                 f"{sorted(i.exchange_type for i in traded)}; pass exchange_type")
-            return traded[0].snapshot() if traded else None
-
-    @property
-    def positions(self) -> dict[tuple[int, str], Position]:
-        """Every traded instrument's position, keyed by (exchange type, token)."""
-        return {(p.exchange_type, p.token): p for p in self._snapshots()}
-
-    def pnl(self) -> dict[str, float]:
-        """Realized, unrealized and total P&L over all positions, in rupees."""
-        snapshots = self._snapshots()
-        realized = sum(p.realized_pnl for p in snapshots)
-        unrealized = sum(p.unrealized_pnl for p in snapshots)
-        return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
-
     # -- tables (snapshot under the lock, build the frame outside it) -------
 
     def orders_df(self) -> "pandas.DataFrame":
@@ -425,15 +441,6 @@ class PaperBroker:
             rows = [_order_row(o) for o in self._orders.values()]
         return _frame(rows, ORDER_COLUMNS)
 
-    def fills_df(self) -> "pandas.DataFrame":
-        """One row per fill, oldest first, columns ``FILL_COLUMNS``."""
-        with self._lock:
-            fills = list(self._fills)   # Fill is immutable: copying the list is the snapshot
-        return _frame([_fill_row(f) for f in fills], FILL_COLUMNS)
-
-    def positions_df(self) -> "pandas.DataFrame":
-        """One row per traded instrument, columns ``POSITION_COLUMNS``."""
-        return _frame([_position_row(p) for p in self._snapshots()], POSITION_COLUMNS)
 
 
 def _frame(rows: list[tuple], columns: list[str]) -> "pandas.DataFrame":

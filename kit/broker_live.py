@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
-from .broker import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, POSITION_COLUMNS, REJECTED, Fill, Order,
-                     Position, _fill_row, _frame, _Instrument, _position_row)
+from .broker import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, REJECTED, Fill, Order,
+                     PositionBook, _frame, _Instrument)
 from .instruments import EXCHANGES
 from .strategy import BUY, LIMIT, MARKET, SELL, Signal
 
@@ -194,7 +194,7 @@ def _never_sent(exc: BaseException) -> bool:
         "NewConnectionError" in text or "Failed to establish a new connection" in text)
 
 
-class SmartApiBroker:
+class SmartApiBroker(PositionBook):
     """Live execution through Angel One, with a journal; thread-safe. See the module docstring."""
 
     name = "smartapi"
@@ -861,43 +861,11 @@ class SmartApiBroker:
             inst = by_exchange[exchange_type] = _Instrument(token, exchange_type)
         return inst
 
-    def _snapshots(self) -> list[Position]:
-        with self._lock:
-            return [inst.snapshot() for by_exchange in self._instruments.values()
-                    for inst in by_exchange.values() if inst.has_filled]
-
-    def position(self, token: str, exchange_type: int | None = None) -> Position | None:
-        """The position in ``token`` (None if nothing ever filled there)."""
-        with self._lock:
-            traded = [i for i in self._instruments.get(token, {}).values()
-                      if i.has_filled and (exchange_type is None or i.exchange_type == exchange_type)]
-            if len(traded) > 1:
-                raise ValueError(f"token {token!r} traded on several exchange types; pass exchange_type")
-            return traded[0].snapshot() if traded else None
-
-    @property
-    def positions(self) -> dict[tuple[int, str], Position]:
-        return {(p.exchange_type, p.token): p for p in self._snapshots()}
-
-    def pnl(self) -> dict[str, float]:
-        snapshots = self._snapshots()
-        realized = sum(p.realized_pnl for p in snapshots)
-        unrealized = sum(p.unrealized_pnl for p in snapshots)
-        return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
-
     def orders_df(self) -> "pandas.DataFrame":
         """One row per order, columns ``LIVE_ORDER_COLUMNS``."""
         with self._lock:
             rows = [dataclasses.astuple(o) for o in self._orders.values()]
         return _frame(rows, LIVE_ORDER_COLUMNS)
-
-    def fills_df(self) -> "pandas.DataFrame":
-        with self._lock:
-            fills = list(self._fills)
-        return _frame([_fill_row(f) for f in fills], FILL_COLUMNS)
-
-    def positions_df(self) -> "pandas.DataFrame":
-        return _frame([_position_row(p) for p in self._snapshots()], POSITION_COLUMNS)
 
     # ================================================================== measurements
     def latency_summary(self, unit: str = "us") -> "pandas.DataFrame":
