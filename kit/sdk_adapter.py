@@ -221,6 +221,7 @@ class _ReadAhead:
 # epoll; run on a ``_ReadAhead`` it serves buffered frames without waiting.
 # (Present since websocket-client 1.x; without it the kit reads as before.)
 _PendingAwareDispatcher = getattr(websocket._app, "SSLDispatcher", None)
+_IDLE_WAKE_S = 0.25
 
 
 if _PendingAwareDispatcher is not None:
@@ -237,7 +238,11 @@ if _PendingAwareDispatcher is not None:
         def create_dispatcher(self, ping_timeout, dispatcher=None, *args, **kwargs):
             if dispatcher:   # a caller's own event loop: leave it alone
                 return super().create_dispatcher(ping_timeout, dispatcher, *args, **kwargs)
-            return _ReadAheadDispatcher(self, ping_timeout or 10)
+            # The loop's epoll timeout is also how late it notices a close() made from
+            # another thread whose wake-up was lost (the fd closed under epoll): the
+            # library's 10 s made SmartFeed.stop() wait out its 5 s join. 0.25 s costs
+            # four idle wake-ups a second.
+            return _ReadAheadDispatcher(self, min(ping_timeout or 10, _IDLE_WAKE_S))
 else:  # pragma: no cover - a websocket-client without it
     _ReadAheadApp = None
 
@@ -280,6 +285,8 @@ class KitWebSocketV2(SmartWebSocketV2):
         if parser not in ("fast", "sdk"):
             raise ValueError("parser must be 'fast' or 'sdk'")
         self.parser = parser
+        # chosen once, not compared on every frame
+        self._decode = wire.parse_tick if parser == "fast" else self._decode_with_sdk
         self.verify_tls = verify_tls
         self.protocol_ping_interval = protocol_ping_interval
         self.read_ahead = read_ahead
@@ -362,14 +369,14 @@ class KitWebSocketV2(SmartWebSocketV2):
         return False
 
     # ---- 7: every frame, binary and text; the hot path
+    def _decode_with_sdk(self, data, recv_ns):
+        return wire.tick_from_sdk_dict(self._parse_binary_data(data), recv_ns)
+
     def _on_data(self, wsapp, data, data_type, continue_flag):
         recv_ns = perf_counter_ns()
         if data_type == 2:
             try:
-                if self.parser == "fast":
-                    tick = wire.parse_tick(data, recv_ns)
-                else:
-                    tick = wire.tick_from_sdk_dict(self._parse_binary_data(data), recv_ns)
+                tick = self._decode(data, recv_ns)
             except Exception as exc:
                 self.on_malformed(data, exc)
                 return
