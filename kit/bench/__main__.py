@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="short windows, one round (a smoke test)")
     parser.add_argument("--out", default="artifacts/bench", help="directory for bench.json/.md/.html")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds per scenario (default 2, flood 3; --quick: 1)")
+                        help="rounds per scenario (default 2, flood 4; --quick: 1)")
     parser.add_argument("--only", nargs="+", choices=["rate20", "rate1000", "flood"], help="run only these scenarios")
     args = parser.parse_args(argv)
     results = run(quick=args.quick, out=args.out, rounds=args.rounds, only=args.only)

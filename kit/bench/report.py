@@ -12,6 +12,7 @@ MODE_ORDER = ("poll", "queue", "callback")
 # The seed document's figures (system-architecture-comparison.md).
 SEED_LATENCY_MS = {"poll": 75.0, "callback": 45.0}
 SEED_THROUGHPUT = {"poll": 20.0, "callback": 100.0}
+SEED_CPU = {"poll": "35–50 % (main 30–40, socket 5–10)", "callback": "30–40 % (main < 1, socket 30–40)"}
 
 
 def _fmt(x, digits: int = 1) -> str:
@@ -104,11 +105,16 @@ def seed_table(results: dict) -> pd.DataFrame:
     for mode in ("poll", "callback"):
         lat = rate.get(mode, {}).get("latency_us", {}).get("wire_to_strategy", {})
         thr = flood.get(mode, {}).get("ticks_per_s")
+        cpu = rate.get(mode, {}).get("cpu_pct", {})
         rows.append({"mode": mode,
                      "seed: latency": f"~{SEED_LATENCY_MS[mode]:.0f} ms (incl. 30–40 ms network)",
                      "measured: wire→strategy p50 (loopback)": _us(lat.get("p50")),
                      "seed: max ticks/s": f"{SEED_THROUGHPUT[mode]:.0f}",
-                     "measured: ticks/s (flood)": _fmt(thr, 0)})
+                     "measured: ticks/s (flood)": _fmt(thr, 0),
+                     "seed: CPU": SEED_CPU[mode],
+                     "measured: CPU at 1,000 ticks/s": (f"{cpu.get('process', 0):.1f} % (consumer "
+                                                        f"{cpu.get('consumer', 0):.1f}, socket {cpu.get('socket', 0):.1f})"
+                                                        if cpu else "–")})
     return pd.DataFrame(rows)
 
 

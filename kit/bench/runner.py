@@ -28,7 +28,7 @@ def scenarios(quick: bool, rounds: int | None, with_dashboard: bool) -> list[Sce
         Scenario("rate1000", "1,000 ticks/s over 50 tokens", option_tokens(50), rate_per_token=20,
                  window_s=1.5 if quick else 6),
         Scenario("flood", "Flood: as fast as the server writes", option_tokens(50),
-                 flood_per_token=400 if quick else 4000, variants=flood_variants,
+                 flood_per_token=400 if quick else 3000, variants=flood_variants,
                  notes=["Ticks/s is the best round (the machine is shared: see every round's figure). "
                         "CPU µs per tick is the socket and consumer threads' CPU time per tick received; "
                         "its inverse, what one free core would sustain, barely moves with the machine's load.",
@@ -104,7 +104,7 @@ def run(*, quick: bool = False, out: str | Path = "artifacts/bench", rounds: int
     for sc in scenarios(quick, rounds, available):
         if only and sc.key not in only:
             continue
-        n = rounds or default_rounds or (3 if sc.flood_per_token else 2)
+        n = rounds or default_rounds or (4 if sc.flood_per_token else 2)
         say(f"{sc.title}: {sc.offered}, {n} round(s)")
         results["scenarios"][sc.key] = run_scenario(sc, n, say=say)
     say("parser: SDK vs kit")

@@ -191,8 +191,9 @@ def run_phase(sim: SimProcess, sc: Scenario, v: Variant, cpu: ThreadCpu, round_n
         sent = sim.stats["sent"] - sent0
         summary = trader.metrics.summary()
         stages = {s: trader.metrics.samples(v.mode, s) for s in STAGES}
-        wire = np.frombuffer(probe.wire, dtype=np.int64)[mark:end].copy()
-        recv = np.frombuffer(probe.recv, dtype=np.int64)[mark:end].copy()
+        # Slice (a copy) before numpy sees it: the strategy thread is still appending.
+        wire = np.array(probe.wire[mark:end], dtype=np.int64)
+        recv = np.array(probe.recv[mark:end], dtype=np.int64)
         max_depth = d.max_depth
         signals = len(trader.signals)
         status = trader.status
@@ -278,6 +279,11 @@ def aggregate(v: Variant, phases: list[dict], flood: bool) -> dict:
     recv = np.concatenate([p["recv"] for p in phases])
     latency["recv_to_strategy"] = percentiles(recv)
     latency["wire_to_strategy"] = percentiles(wire)
+    # each round's median, to show how much the machine's load moved them
+    for name, per_phase in (("dispatch", [p["stages"]["dispatch"] for p in phases]),
+                            ("recv_to_strategy", [p["recv"] for p in phases]),
+                            ("wire_to_strategy", [p["wire"] for p in phases])):
+        latency[name]["p50_rounds"] = [round(float(np.median(a)) / 1e3, 1) if a.size else None for a in per_phase]
     received = handled + sum(p["dropped"] for p in phases)
     kit_cpu = cpu_s.get("socket", 0) + cpu_s.get("consumer", 0)
     cpu_per_tick = round(1e6 * kit_cpu / received, 2) if received and kit_cpu else None
