@@ -66,6 +66,7 @@ def test_quick_run_reports_every_mode_scenario_and_target(tmp_path):
         assert row["sdk_us"] > 0 and row["fast_dict_us"] > 0 and row["dict_ratio"] > 0
     assert results["read_path"]["plain_us"] > 0 and results["read_path"]["read_ahead_us"] > 0
     assert results["queue_memory"]["LTP"]["bytes_per_tick"] > 0
+    assert all(v > 0 for v in results["wake_cost"].values())
     assert {t["name"].split(",")[0] for t in results["targets"]} >= {
         "queue handoff p50 at 1", "LTP ticks/s", "parser vs SDK"}
     assert "available" in results["dashboard"] and results["dashboard"]["summary"]

@@ -154,3 +154,46 @@ def queued_tick_bytes(frames: list[bytes], maxsize: int) -> dict:
         tracemalloc.stop()
     del q
     return {"ticks": maxsize, "bytes": int(total), "bytes_per_tick": round(total / maxsize, 1)}
+
+
+# --------------------------------------------------------------------------- what waking up costs
+def wake_cost(gaps_s=(0.05, 0.001), samples: int = 60) -> dict:
+    """µs one ``parse_tick`` takes right after a thread wakes on a socket, per idle gap, and in a loop.
+
+    Latency at 20 or 1,000 ticks/s is paid on a thread that was asleep; on a
+    shared VM its caches were someone else's meanwhile. This puts a number on
+    it with the smallest piece of the tick path, so the per-stage figures can
+    be read against the machine rather than the code.
+    """
+    import socket
+    import time as _time
+    import timeit
+
+    from ..tick import LTP
+    from ..wire import parse_tick
+    from .parsers import sample_packets
+
+    packets = sample_packets(LTP, ticks_each=2)
+    out = {}
+    for gap in gaps_s:
+        a, b = socket.socketpair()
+        spent: list[int] = []
+
+        def reader():
+            for i in range(samples):
+                a.recv(16)
+                t0 = perf_counter_ns()
+                parse_tick(packets[i % len(packets)], t0)
+                spent.append(perf_counter_ns() - t0)
+        t = threading.Thread(target=reader, name="kit-bench-wake")
+        t.start()
+        for _ in range(samples):
+            b.send(b"x")
+            _time.sleep(gap)
+        t.join()
+        a.close()
+        b.close()
+        out[f"after_{gap * 1000:g}_ms_idle_us"] = round(float(np.median(spent)) / 1e3, 2)
+    loop = min(timeit.repeat(lambda: [parse_tick(p) for p in packets], number=20, repeat=5))
+    out["in_a_loop_us"] = round(loop / (20 * len(packets)) * 1e6, 2)
+    return out

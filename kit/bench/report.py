@@ -134,6 +134,12 @@ def markdown(results: dict) -> str:
     out += ["## Socket read path (websocket-client, CPU µs per LTP frame)", "",
             f"plain {rp['plain_us']:.2f} µs, with the kit's read-ahead {rp['read_ahead_us']:.2f} µs "
             f"({rp['ratio']:.2f}×).", ""]
+    wc = results.get("wake_cost")
+    if wc:
+        out += ["## What waking up costs here (one parse_tick, median)", "",
+                f"{wc['after_50_ms_idle_us']:.1f} µs right after the thread slept 50 ms (20 ticks/s), "
+                f"{wc['after_1_ms_idle_us']:.1f} µs after 1 ms (1,000 ticks/s), {wc['in_a_loop_us']:.2f} µs in a "
+                "loop (a flood). Latencies at low rates are paid on cold caches; read them against this.", ""]
     qm = results["queue_memory"]
     out += ["## Queue memory (a full queue of 1,000 ticks, tracemalloc)", "",
             ", ".join(f"{k}: {v['bytes_per_tick']:.0f} B/tick, {v['bytes'] / 1024:,.0f} KiB full" for k, v in qm.items())
@@ -234,9 +240,14 @@ def write(results: dict, out: Path) -> dict:
         table = flood_table(sc) if sc["flood_per_token"] else modes_table(sc)
         parts += [f"<h2>{html.escape(sc['title'])}</h2><p>{html.escape(sc['offered'])}</p>",
                   "".join(f"<p>{html.escape(n)}</p>" for n in sc.get("notes", [])), table.to_html(index=False)]
+    wc = results.get("wake_cost")
+    if wc:
+        parts.append(f"<h2>What waking up costs here</h2><p>one parse_tick: {wc['after_50_ms_idle_us']:.1f} µs after "
+                     f"a 50 ms sleep, {wc['after_1_ms_idle_us']:.1f} µs after 1 ms, {wc['in_a_loop_us']:.2f} µs in a loop</p>")
     parts += ["<h2>Parser</h2>", parser_table(results["parser"]).to_html(index=False),
               f"<h2>Dashboard</h2><p>{html.escape(results['dashboard']['summary'])}</p>"]
     for i, (title, fig) in enumerate(_figures(results)):
+        fig.update_layout(height=480, margin=dict(t=60, b=60))
         parts += [f"<h2>{html.escape(title)}</h2>",
                   fig.to_html(full_html=False, include_plotlyjs=(i == 0))]   # plotly.js inlined once: works offline
     parts.append("</body></html>")
