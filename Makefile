@@ -1,11 +1,14 @@
 # Two commands do all setup on a fresh machine (see README):
-#   make demo   set up, then run the quickstart on the embedded simulator
+#   make demo   set up, then open JupyterLab (127.0.0.1 only) on the quickstart notebook
 #   make test   set up, then run every test (installs Debian chromium for the browser test if missing)
+# make headless runs the quickstart strategy on the simulator without Jupyter.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Jupyter refuses to run as root unless told to (containers, CI).
+LAB    := $(PY) -m jupyterlab --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup demo lab test bench soak clean
+.PHONY: setup demo headless lab test bench soak clean
 
 setup: $(VENV)/.installed
 
@@ -16,7 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(LAB) notebooks/01_quickstart.ipynb
+
+headless: setup
 	$(PY) -m kit run examples/sma_cross.py --feed sim --mode queue --duration 20 --rate 20
+
+lab: setup
+	$(LAB) notebooks/
 
 test: setup
 	bash scripts/ensure-chromium.sh
@@ -24,6 +33,10 @@ test: setup
 
 bench: setup
 	$(PY) -m kit.bench
+
+.PHONY: bench-replay
+bench-replay: setup
+	$(PY) -m kit.research_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

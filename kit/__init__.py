@@ -13,12 +13,14 @@ from .feed import ReconnectPolicy
 from .risk import RiskLimits
 from .strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
 from .tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
+from .candles import history
 
 __all__ = [
     "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
-    "Simulator", "examples",
+    "Simulator", "examples", "dashboard",
 ]
+__all__ += ["history", "backtest", "read_recording", "research", "charts", "export_strategy"]
 
 
 def __getattr__(name):
@@ -26,4 +28,18 @@ def __getattr__(name):
     if name == "Simulator":
         from .simulator import Simulator
         return Simulator
+    # Research needs pyarrow (and charts plotly): loaded on first use.
+    if name in ("research", "charts", "recording", "replay"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    if name in ("backtest", "read_recording"):
+        from . import research
+        return getattr(research, name)
+    # The notebook cockpit pulls in ipywidgets/plotly; trading code never needs them.
+    if name in ("dashboard", "Dashboard"):
+        from . import ui
+        return getattr(ui, name)
+    if name == "export_strategy":
+        from .export import export_strategy
+        return export_strategy
     raise AttributeError(f"module 'kit' has no attribute {name!r}")

@@ -2,6 +2,9 @@
 
     python -m kit run path/to/strategy.py --feed sim --mode queue --duration 30
     python -m kit sim --port 8765 --rate 5
+
+Exported strategy scripts (``kit.export_strategy``) take the same options as
+``run``, through ``run_strategy_cli``.
 """
 from __future__ import annotations
 
@@ -13,11 +16,10 @@ import sys
 from pathlib import Path
 
 from .dispatch import MODES
-from .strategy import Strategy
 
 
-def load_strategy(path: str, class_name: str | None = None) -> Strategy:
-    """Import ``path`` as a module and instantiate its strategy class (the only one, or ``class_name``)."""
+def load_strategy_class(path: str, class_name: str | None = None):
+    """Import ``path`` as a module and return its strategy class (the only one, or ``class_name``)."""
     file = Path(path)
     if not file.exists():
         raise SystemExit(f"no such strategy file: {path}")
@@ -31,11 +33,11 @@ def load_strategy(path: str, class_name: str | None = None) -> Strategy:
     if class_name:
         if class_name not in candidates:
             raise SystemExit(f"{path} defines no strategy class {class_name!r} (found: {', '.join(candidates) or 'none'})")
-        return candidates[class_name]()
+        return candidates[class_name]
     if len(candidates) != 1:
         raise SystemExit(f"{path} defines {len(candidates)} strategy classes ({', '.join(candidates) or 'none'}); "
                          "pick one with --strategy-class")
-    return next(iter(candidates.values()))()
+    return next(iter(candidates.values()))
 
 
 def _parse_tokens(spec: str | None) -> dict | None:
@@ -45,25 +47,69 @@ def _parse_tokens(spec: str | None) -> dict | None:
     tokens: dict = {}
     for item in spec.split(","):
         exchange, _, token = item.strip().partition(":")
-        if not token:
+        if not token or not exchange.isdigit():
             raise SystemExit(f"token {item!r} should look like EXCHANGE_TYPE:TOKEN, e.g. 2:43650")
         tokens.setdefault(int(exchange), []).append(token)
     return tokens
 
 
-def cmd_run(args) -> int:
-    from .engine import LiveTrader, TraderConfig
-    strategy = load_strategy(args.strategy, args.strategy_class)
-    config = TraderConfig(feed=args.feed, mode=args.mode, tokens=_parse_tokens(args.tokens),
-                          sim_rate=args.rate, queue_size=args.queue_size)
-    trader = LiveTrader(config)
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feed", nargs="+", default=["sim"], metavar="FEED",
+                        help="sim (default) | smartapi | replay FILE")
+    parser.add_argument("--mode", choices=MODES, default="queue", help="dispatch mode (default queue)")
+    parser.add_argument("--tokens", help="EXCHANGE_TYPE:TOKEN,... (default: the simulator's instruments)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds (default 30 for live feeds; a replay runs to its end); 0 runs until Ctrl-C")
+    parser.add_argument("--rate", type=float, default=2.0, help="simulator ticks per second per token")
+    parser.add_argument("--queue-size", type=int, default=1000)
+    parser.add_argument("--live", action="store_true", help="route orders to Angel One instead of the paper broker")
+    parser.add_argument("--record", metavar="DIR", help="record every received tick to Parquet under DIR")
+    parser.add_argument("--signals-out", metavar="FILE", help="write every signal to this CSV at the end")
+
+
+def config_from_args(args):
+    from .engine import TraderConfig
+    feed, *rest = args.feed
+    settings = dict(mode=args.mode, tokens=_parse_tokens(args.tokens), sim_rate=args.rate,
+                    queue_size=args.queue_size, paper=not args.live, record=args.record)
+    if feed == "replay":
+        if len(rest) != 1:
+            raise SystemExit("--feed replay needs the recording: --feed replay FILE")
+        if not Path(rest[0]).exists():
+            raise SystemExit(f"no such recording: {rest[0]}")
+        settings.update(replay=rest[0], replay_progress=False)
+    elif rest or feed not in ("sim", "smartapi"):
+        raise SystemExit(f"--feed must be sim, smartapi or 'replay FILE', not {' '.join(args.feed)!r}")
+    return TraderConfig(feed=feed, **settings)
+
+
+def run_strategy(strategy, args) -> int:
+    """Run ``strategy`` headless as ``args`` say; the queue consumer is this (main) thread."""
+    from .engine import LiveTrader
+    trader = LiveTrader(config_from_args(args))
     trader.strategy = strategy
-    print(f"running {type(strategy).__name__} on feed={args.feed} mode={args.mode} "
-          f"for {args.duration or 'ever'} s (Ctrl-C stops)", flush=True)
-    trader.run(duration=args.duration)
+    if args.duration is None:
+        duration = None if args.feed[0] == "replay" else 30.0
+    else:
+        duration = args.duration or None
+    print(f"running {type(strategy).__name__} on feed={' '.join(args.feed)} mode={args.mode} "
+          f"for {duration or 'ever'} s (Ctrl-C stops)", flush=True)
+    trader.run(duration=duration)
     trader.close()
     print_report(trader)
+    if args.signals_out:
+        trader.signals_df().to_csv(args.signals_out, index=False)
     return 0
+
+
+def run_strategy_cli(strategy_class, argv=None, prog: str | None = None) -> int:
+    """The command line of an exported strategy script."""
+    parser = argparse.ArgumentParser(prog=prog, description=f"Run {strategy_class.__name__} headless.")
+    add_run_options(parser)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    return run_strategy(strategy_class(), args)
 
 
 def print_report(trader) -> None:
@@ -75,7 +121,12 @@ def print_report(trader) -> None:
         print("\n" + "  ".join(f"{k}={status[k]}" for k in
                                ("ticks_received", "ticks_processed", "dropped", "strategy_errors", "signals",
                                 "reconnects", "malformed_frames")))
-        print(f"P&L: realized {status['realized_pnl']:,.2f}  unrealized {status['unrealized_pnl']:,.2f}")
+        print(f"P&L: realized {status['realized_pnl']:,.2f}  unrealized {status['unrealized_pnl']:,.2f}", flush=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv=None) -> int:
@@ -85,25 +136,16 @@ def main(argv=None) -> int:
         return sim_main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a strategy file headless and print the metrics")
     run.add_argument("strategy", help="a .py file defining one Strategy class")
     run.add_argument("--strategy-class")
-    run.add_argument("--feed", choices=["sim", "smartapi"], default="sim")
-    run.add_argument("--mode", choices=MODES, default="queue")
-    run.add_argument("--tokens", help="EXCHANGE_TYPE:TOKEN,... (default: the simulator's instruments)")
-    run.add_argument("--duration", type=float, default=30.0, help="seconds; 0 runs until Ctrl-C")
-    run.add_argument("--rate", type=float, default=2.0, help="simulator ticks per second per token")
-    run.add_argument("--queue-size", type=int, default=1000)
-    run.set_defaults(func=cmd_run)
+    run.add_argument("-v", "--verbose", action="store_true")
+    add_run_options(run)
     sub.add_parser("sim", help="run the embedded simulator as a server (see: python -m kit sim --help)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if getattr(args, "duration", None) == 0:
-        args.duration = None
-    return args.func(args)
+    _setup_logging(args.verbose)
+    return run_strategy(load_strategy_class(args.strategy, args.strategy_class)(), args)
 
 
 if __name__ == "__main__":

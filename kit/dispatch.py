@@ -80,7 +80,12 @@ class Dispatcher:
     def submit(self, tick) -> None:
         if self._direct:
             if self._requested is CALLBACK:
-                self._call(tick, CALLBACK)
+                # The steady callback path, inlined (no _call frame): it is every tick's path
+                # in callback mode, and a replay's whole cost besides the strategy.
+                try:
+                    self._handler(tick, CALLBACK)
+                except Exception:
+                    self._handler_failed(tick)
                 self.handled_direct += 1
                 return
             self._direct = False        # back to the queue; nothing is in flight
@@ -104,6 +109,23 @@ class Dispatcher:
         self.enqueued += 1
         if depth >= self.max_depth:
             self.max_depth = depth + 1
+
+    def submit_many(self, ticks) -> None:
+        """``submit`` each tick of an iterable, in order, by exactly the same rules.
+
+        A replay's path: in steady callback mode the handler is called from
+        this loop directly, one Python frame per tick fewer than ``submit``.
+        """
+        handler = self._handler
+        for tick in ticks:
+            if self._direct and self._requested is CALLBACK:
+                try:
+                    handler(tick, CALLBACK)
+                except Exception:
+                    self._handler_failed(tick)
+                self.handled_direct += 1
+            else:
+                self.submit(tick)
 
     # ------------------------------------------------------------------ consumer side
     def start_consumer_thread(self, name: str = "kit-consumer") -> None:
@@ -156,8 +178,20 @@ class Dispatcher:
         try:
             self._handler(tick, via)
         except Exception:  # the handler guards the strategy; this guards the dispatcher itself
-            self.handler_errors += 1
-            log.exception("tick handler failed for %r", tick)
+            self._handler_failed(tick)
+
+    def _handler_failed(self, tick) -> None:
+        self.handler_errors += 1
+        log.exception("tick handler failed for %r", tick)
+
+    def finish(self) -> None:
+        """Make ``consume()`` return once it has handled every tick queued so far.
+
+        For a finite feed (a replay): its producer calls this after its last
+        tick, so a script consuming on its main thread (``LiveTrader.run``)
+        returns when the stream is done. Unlike ``stop()`` it does not wait.
+        """
+        self._queue.put(_STOP)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the consumer after it has handled every tick already queued."""
@@ -168,6 +202,10 @@ class Dispatcher:
             if consumer.is_alive():
                 self._stopping = True
                 consumer.join(timeout)
+        elif consumer is None and not self._consuming.is_set():
+            # No consumer is running (a script's main-thread loop has returned):
+            # handle what is still queued here rather than leave it for a later run.
+            self.consume()
         self._consumer = None
         self._drain_stop_markers()
 

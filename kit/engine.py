@@ -37,7 +37,7 @@ from .tick import LTP, MODE_NAMES
 
 log = logging.getLogger("kit.engine")
 
-FEEDS = ("sim", "smartapi")
+FEEDS = ("sim", "smartapi", "replay")
 
 
 @dataclass
@@ -70,6 +70,15 @@ class TraderConfig:
     stall_timeout: float | None = 30.0
     risk: RiskLimits = field(default_factory=RiskLimits)
     metrics_window: int = 100_000
+    # False skips the per-tick latency stamps and metrics.record (signals, fills and
+    # positions are unaffected): for an as-fast-as-possible replay, where latency means little.
+    latency_metrics: bool = True
+    # feed="replay" (kit/replay.py): a recording directory, or a DataFrame of ticks.
+    replay: object = field(default=None, repr=False, compare=False)
+    replay_speed: float | None = None   # None: as fast as possible; x: the recorded pace sped up x times
+    replay_progress: bool = True        # a tqdm.auto progress bar
+    # A directory: every tick the engine handles is recorded there (kit/recording.py).
+    record: str | None = None
     name: str = "default"
 
     def __post_init__(self):
@@ -79,6 +88,10 @@ class TraderConfig:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.subscription_mode not in MODE_NAMES:
             raise ValueError(f"subscription_mode must be one of {sorted(MODE_NAMES)}")
+        if self.feed == "replay" and self.replay is None:
+            raise ValueError('feed="replay" needs replay=<recording directory or DataFrame of ticks>')
+        if self.replay_speed is not None and not self.replay_speed > 0:
+            raise ValueError("replay_speed must be None (as fast as possible) or > 0")
 
 
 _live_traders: "weakref.WeakValueDictionary[str, LiveTrader]" = weakref.WeakValueDictionary()
@@ -104,6 +117,7 @@ class LiveTrader:
         self.broker = PaperBroker()
         self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.queue_size,
                                      poll_interval=config.poll_interval)
+        self._measure_latency = config.latency_metrics
         self.simulator = None
         self.feed: SmartFeed | None = None
         self._strategy: Strategy | None = None
@@ -118,12 +132,19 @@ class LiveTrader:
         self.last_strategy_error: str = ""
         self.rejected_signals = 0
         self.started_at: float | None = None
+        self.recorder = None
 
     # ================================================================== the tick path
     def _on_tick(self, tick, via: str) -> None:
-        dispatched = perf_counter_ns()
-        acked = 0
-        with self._strategy_lock:
+        # Written for speed without changing what it does: a replay runs it a million
+        # times a second. acquire/try/finally is the `with` statement minus its two
+        # method calls; the clock is read only when latency is measured.
+        measured = self._measure_latency
+        dispatched = perf_counter_ns() if measured else 0
+        decided = acked = 0
+        lock = self._strategy_lock
+        lock.acquire()
+        try:
             # 1. paper orders waiting for "the next tick" fill at this one
             self.broker.on_tick(tick)
             # 2. the strategy
@@ -134,7 +155,8 @@ class LiveTrader:
                     signals = strategy.on_tick(tick)
                 except Exception as exc:
                     self._strategy_failed(strategy, tick, exc)
-            decided = perf_counter_ns()
+            if measured:
+                decided = perf_counter_ns()
             # 3. signal -> risk -> broker
             if signals is not None:
                 for signal in signals if isinstance(signals, list) else (signals,):
@@ -148,10 +170,14 @@ class LiveTrader:
                         log.warning("signal rejected by risk: %s (%s)", reason, signal)
                     for listener in self._signal_listeners:
                         listener(signal, reason)
-                acked = perf_counter_ns()
+                if measured:
+                    acked = perf_counter_ns()
             self.ticks_processed += 1
+        finally:
+            lock.release()
         # 4. measurements and observers, outside the lock
-        self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
+        if measured:
+            self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
         for listener in self._tick_listeners:
             listener(tick)
 
@@ -238,13 +264,22 @@ class LiveTrader:
         with self._lifecycle_lock:
             if self._running:
                 return self
-            url, credentials = self._connect_target()
-            tokens = self.config.tokens or self._default_tokens()
-            self.feed = SmartFeed(
-                url, credentials, {self.config.subscription_mode: tokens}, self.dispatcher.submit,
-                parser=self.config.parser, reconnect=self.config.reconnect,
-                heartbeat_interval=self.config.heartbeat_interval, stall_timeout=self.config.stall_timeout,
-                name=f"kit-feed-{self.config.name}")
+            if self.config.feed == "replay":
+                # The replay thread takes the socket thread's place; everything downstream is the same.
+                from .replay import ReplayFeed
+                self.feed = ReplayFeed(self.config.replay, self.dispatcher, speed=self.config.replay_speed,
+                                       progress=self.config.replay_progress, name=f"kit-replay-{self.config.name}",
+                                       finish_dispatcher=not consumer_thread)
+            else:
+                url, credentials = self._connect_target()
+                tokens = self.config.tokens or self._default_tokens()
+                self.feed = SmartFeed(
+                    url, credentials, {self.config.subscription_mode: tokens}, self.dispatcher.submit,
+                    parser=self.config.parser, reconnect=self.config.reconnect,
+                    heartbeat_interval=self.config.heartbeat_interval, stall_timeout=self.config.stall_timeout,
+                    name=f"kit-feed-{self.config.name}")
+            if self.config.record and self.recorder is None:
+                self.start_recording(self.config.record)
             with self._strategy_lock:
                 if self._strategy is not None:
                     self._call_hook(self._strategy, "on_start")
@@ -259,7 +294,10 @@ class LiveTrader:
         return self.feed is not None and self.feed.wait_connected(timeout)
 
     def run(self, duration: float | None = None) -> None:
-        """Start, consume on the calling thread until ``duration`` elapses (or Ctrl-C), stop."""
+        """Start, consume on the calling thread until ``duration`` elapses (or Ctrl-C), stop.
+
+        With ``feed="replay"`` it also returns once every replayed tick was handled.
+        """
         self.start(consumer_thread=False)
         until = None if duration is None else time.monotonic() + duration
         try:
@@ -277,10 +315,45 @@ class LiveTrader:
             if self.feed is not None:
                 self.feed.stop()
             self.dispatcher.stop()
+            if self.recorder is not None:
+                self.stop_recording()
             with self._strategy_lock:
                 if self._strategy is not None:
                     self._call_hook(self._strategy, "on_stop")
                 self._running = False
+
+    # ================================================================== recording
+    def start_recording(self, path, **options):
+        """Record every tick this trader handles to Parquet under ``path``; returns the ``TickRecorder``.
+
+        The tick thread only appends to a deque (a tick listener); a writer
+        thread writes the files. ``stop_recording()`` (or ``stop()``) writes
+        the rest. ``options`` go to ``kit.recording.TickRecorder``.
+        """
+        from .recording import TickRecorder
+        with self._lifecycle_lock:
+            if self.recorder is not None:
+                return self.recorder
+            self.recorder = TickRecorder(path, **options).start()
+            self._dropped_at_record_start = self.dispatcher.dropped
+            self.add_tick_listener(self.recorder.append)
+            return self.recorder
+
+    def stop_recording(self):
+        """Stop recording, write every recorded tick and close the files; returns the recorder (or None)."""
+        with self._lifecycle_lock:
+            recorder, self.recorder = self.recorder, None
+            if recorder is None:
+                return None
+            self.remove_tick_listener(recorder.append)
+            recorder.stop()
+            if recorder.stats["pending"]:   # a tick thread was inside the old listener tuple
+                recorder.flush()
+            recorder.dropped_while_recording = self.dispatcher.dropped - self._dropped_at_record_start
+            if recorder.dropped_while_recording:
+                log.warning("the queue dropped %d ticks while recording to %s: the strategy never saw them "
+                            "and they are not in the recording", recorder.dropped_while_recording, recorder.path)
+            return recorder
 
     def close(self) -> None:
         """Stop, and stop the embedded simulator too."""
@@ -354,6 +427,14 @@ class LiveTrader:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<LiveTrader {self.config.name!r} feed={self.config.feed} mode={self.mode} {state}>"
+
+
+def current_trader(name: str = "default") -> "LiveTrader | None":
+    """The trader created last under ``name``, or None. An older trader of that name was closed.
+
+    The dashboard uses it to refuse restarting a trader a re-run cell has replaced.
+    """
+    return _live_traders.get(name)
 
 
 @atexit.register

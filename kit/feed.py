@@ -142,8 +142,8 @@ class SmartFeed:
     def disconnect(self) -> None:
         """Drop the current connection as if the network had; the feed reconnects."""
         ws = self._ws
-        if ws is not None and ws.wsapp is not None:
-            ws.wsapp.close()
+        if ws is not None:
+            ws.drop_connection()
 
     # ------------------------------------------------------------------ subscriptions
     def subscribe(self, tokens: dict, mode: int = 1) -> None:

@@ -28,6 +28,13 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    ``send_heartbeat()`` sends it (``kit.feed`` schedules it).
 9. TLS verification is off and urllib3 warnings are silenced globally.
    ``wss://`` URLs are verified; the global warning filters are restored.
+10. ``close_connection()`` calls websocket-client's ``WebSocketApp.close()``,
+   which waits for the server's close frame by reading the socket on the
+   *calling* thread, racing the socket thread's own read. When the caller
+   wins, the socket thread is left polling a socket nothing will wake, and
+   never returns (about one stop in three leaked a feed thread).
+   ``drop_connection()`` sends the close frame without reading and shuts the
+   socket down, which wakes the socket thread; that thread tears down itself.
 
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
@@ -42,6 +49,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -177,6 +185,19 @@ def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0
         return SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
 
 
+def is_rate_limit_error(exc: BaseException) -> bool:
+    """True for Angel One's "exceeding access rate" answer, as the SDK surfaces it.
+
+    Over a rate limit the API answers HTTP 403 with plain text ("Access denied
+    because of exceeding access rate"). ``SmartConnect._request`` parses every
+    reply as JSON, so it raises ``DataException("Couldn't parse the JSON
+    response received from the server: b'Access denied because of exceeding
+    access rate'")``, with no status code of its own. The text is all there is.
+    """
+    text = str(exc).lower()
+    return "exceeding access rate" in text or ("access denied" in text and "rate" in text)
+
+
 # --------------------------------------------------------------------------- reading the socket
 class _ReadAhead:
     """The connected socket, read up to 64 KiB per system call.
@@ -221,7 +242,6 @@ class _ReadAhead:
 # epoll; run on a ``_ReadAhead`` it serves buffered frames without waiting.
 # (Present since websocket-client 1.x; without it the kit reads as before.)
 _PendingAwareDispatcher = getattr(websocket._app, "SSLDispatcher", None)
-_IDLE_WAKE_S = 0.25
 
 
 if _PendingAwareDispatcher is not None:
@@ -238,11 +258,7 @@ if _PendingAwareDispatcher is not None:
         def create_dispatcher(self, ping_timeout, dispatcher=None, *args, **kwargs):
             if dispatcher:   # a caller's own event loop: leave it alone
                 return super().create_dispatcher(ping_timeout, dispatcher, *args, **kwargs)
-            # The loop's epoll timeout is also how late it notices a close() made from
-            # another thread whose wake-up was lost (the fd closed under epoll): the
-            # library's 10 s made SmartFeed.stop() wait out its 5 s join. 0.25 s costs
-            # four idle wake-ups a second.
-            return _ReadAheadDispatcher(self, min(ping_timeout or 10, _IDLE_WAKE_S))
+            return _ReadAheadDispatcher(self, ping_timeout or 10)
 else:  # pragma: no cover - a websocket-client without it
     _ReadAheadApp = None
 
@@ -273,6 +289,7 @@ class KitWebSocketV2(SmartWebSocketV2):
         self.auth_token, self.api_key = auth_token, api_key
         self.client_code, self.feed_token = client_code, feed_token
         self.DISCONNECT_FLAG = True
+        self._opened = None              # 10: the connection connect() closes when it returns
         self.last_pong_timestamp = None
         self.MAX_RETRY_ATTEMPT = 0
         self.current_retry_attempt = 0
@@ -331,15 +348,43 @@ class KitWebSocketV2(SmartWebSocketV2):
         if self.ROOT_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self.DISCONNECT_FLAG = False
-        self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        try:
+            self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        finally:
+            # 10: after drop_connection() the teardown leaves the descriptor open; close it here,
+            # on the thread that used it.
+            opened, self._opened = self._opened, None
+            if opened is not None:
+                opened.shutdown()
 
     def close_connection(self):
         """Close for good: keeps the subscriptions on record so a later connect restores them."""
         self.DISCONNECT_FLAG = True
-        if self.wsapp:
-            self.wsapp.close()
+        self.drop_connection()
+
+    def drop_connection(self):
+        """Close the connection from any thread; ``connect()`` returns on its own thread (10)."""
+        app = self.wsapp
+        if app is None:
+            return
+        app.keep_running = False
+        ws = app.sock
+        if ws is None:
+            return
+        try:
+            if ws.connected:
+                ws.send_close()          # the close frame; the reply is read by the socket thread
+        except Exception:                # the connection is already gone
+            pass
+        raw = ws.sock
+        if raw is not None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)   # wakes the socket thread's poll, as WebSocket.abort() does
+            except OSError:
+                pass
 
     def _on_open(self, wsapp):
+        self._opened = wsapp.sock
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
         if resubscribed:
             self.resubscribe()  # the SDK's own, now that its state is sound

@@ -54,6 +54,7 @@ from http import HTTPStatus
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+from .simulator_candles import register_candles
 from .simulator_rest import RestCredentials, RestSimulator
 from .tick import (BSE_CM, CDE_FO, DEPTH, EXCHANGE_NAMES, LTP, MODE_NAMES, NSE_CM, QUOTE,
                    SNAP_QUOTE, price_divisor)
@@ -324,6 +325,7 @@ class Simulator:
         # The REST side (login, ...) hands out exactly the tokens this socket accepts.
         self.rest = RestSimulator(RestCredentials(client_code=c.client_code, api_key=c.api_key,
                                                   jwt=c.auth_token, feed_token=c.feed_token))
+        register_candles(self.rest, seed=seed)   # getCandleData (kit/simulator_candles.py)
         self.max_subscriptions = max_subscriptions
         self.tokens = {int(ex): [str(t) for t in toks]
                        for ex, toks in (DEFAULT_TOKENS if tokens is None else tokens).items()}

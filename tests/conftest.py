@@ -52,3 +52,41 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+class KernelSession:
+    """A real IPython kernel (the one a notebook gets), driven cell by cell."""
+
+    def __init__(self, cwd):
+        from jupyter_client.manager import start_new_kernel
+        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd))
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        """Execute one cell; return what it printed; raise AssertionError with the traceback on error."""
+        out, error = [], []
+
+        def collect(msg):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                out.append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                error.append("\n".join(content["traceback"]))
+
+        self.kc.execute_interactive(code, output_hook=collect, timeout=timeout)
+        if error:
+            raise AssertionError("cell failed:\n" + "\n".join(error))
+        return "".join(out)
+
+    def close(self):
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    session = KernelSession(tmp_path)
+    session.run(f"import sys; sys.path.insert(0, {str(ROOT)!r})")
+    yield session
+    session.close()

@@ -287,3 +287,15 @@ def test_recreating_a_trader_by_name_closes_the_old_one(in_tmp_cwd):
     b = kit.LiveTrader(kit.TraderConfig(name="cell", sim_rate=50))   # the cell ran again
     assert not a.running and a.simulator is None
     b.close()
+
+
+def test_run_on_the_main_thread_handles_everything_received(sim, in_tmp_cwd):
+    trader = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]}, queue_size=100_000)
+    rec = trader.strategy = Recorder()
+    publisher = threading.Thread(target=lambda: (sim.wait_for_subscribers(1, 10), sim.publish(3000)))
+    publisher.start()
+    trader.run(duration=2.0)            # consumes on this thread, as a script does
+    publisher.join()
+    assert len(rec.seen) == trader.feed.stats.ticks == 3000
+    assert threading.main_thread().name in rec.threads
+    assert_contiguous(rec.seen, per_token=3000)

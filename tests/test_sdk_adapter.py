@@ -151,6 +151,36 @@ def test_6_a_clean_close_is_not_an_error_and_does_not_reconnect(sim, in_tmp_cwd)
     assert sim.stats["connections"] == 0
 
 
+def test_10_stop_ends_the_feed_thread_every_time(sim, in_tmp_cwd):
+    # websocket-client's WebSocketApp.close() reads the server's close frame on the
+    # calling thread, racing the feed thread's read; about one stop in three left the
+    # feed thread polling its socket forever (a second feed after a re-run notebook cell).
+    for i in range(12):
+        feed = _feed(sim, name=f"stop-{i}").start()
+        assert feed.wait_connected(10)
+        sim.wait_for_subscribers(1)
+        sim.publish(3)
+        assert wait_until(lambda: len(feed.received) == 6, 10)
+        thread = feed._thread
+        feed.stop()
+        assert not thread.is_alive(), f"stop {i}: the feed thread is still running"
+        assert feed.stats.socket_errors == 0, feed.stats.last_error
+        assert wait_until(lambda: sim.stats["connections"] == 0, 5)
+
+
+def test_10_disconnect_from_another_thread_reconnects_every_time(sim, in_tmp_cwd):
+    # the stall watchdog drops the connection from its own thread: the same race
+    feed = _feed(sim).start()
+    try:
+        assert feed.wait_connected(10)
+        for n in range(1, 9):
+            sim.wait_for_subscribers(1)
+            feed.disconnect()
+            assert wait_until(lambda: feed.stats.reconnects == n and feed.stats.connected, 10), n
+    finally:
+        feed.stop()
+
+
 def test_7_error_frames_reach_the_kit(sim, in_tmp_cwd):
     frames = []
     feed = _feed(sim, {1: {2: [str(t) for t in range(1001)]}})   # over the 1,000 limit

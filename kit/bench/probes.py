@@ -65,7 +65,7 @@ def percentiles(ns, unit: float = 1e3) -> dict:
 
 
 # --------------------------------------------------------------------------- CPU per thread
-ROLES = ("socket", "consumer", "main", "heartbeat", "other")
+ROLES = ("socket", "consumer", "main", "heartbeat", "dashboard", "other")
 
 
 def _role(name: str, native_id: int, main_id: int) -> str:
@@ -75,6 +75,8 @@ def _role(name: str, native_id: int, main_id: int) -> str:
         return "heartbeat" if name.endswith("-heartbeat") else "socket"
     if name.startswith("kit-consumer"):
         return "consumer"
+    if name.startswith("kit-dashboard"):
+        return "dashboard"
     return "other"
 
 
@@ -87,7 +89,8 @@ class ThreadCpu:
 
     Roles come from thread names: ``kit-feed-*`` is the socket thread (its
     ``-heartbeat`` sibling is the heartbeat), ``kit-consumer-*`` the consumer,
-    the interpreter's main thread is ``main``; anything else is ``other``.
+    ``kit-dashboard-*`` the dashboard's refresh thread, the interpreter's main
+    thread is ``main``; anything else is ``other``.
     A thread counts from its first sample, so sample after the threads start
     and before they stop. ``process`` is the whole process; ``simulator`` the
     simulator's child process, when its pid is given.

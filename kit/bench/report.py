@@ -206,7 +206,7 @@ def _figures(results: dict) -> list[tuple[str, go.Figure]]:
             if r.get("ceiling"):
                 continue
             labels.append(f"{sc['key']} {name}")
-            for role in ("socket", "consumer", "main", "heartbeat", "other", "simulator"):
+            for role in ("socket", "consumer", "main", "heartbeat", "dashboard", "other", "simulator"):
                 per_role.setdefault(role, []).append(r["cpu_pct"].get(role, 0.0))
     for role, values in per_role.items():
         fig.add_bar(name=role, x=labels, y=values)

@@ -1,0 +1,226 @@
+"""Every notebook, executed top to bottom in a real kernel (nbclient), offline, on the simulator.
+
+The kernel is this interpreter's ``python3`` kernelspec (the venv's own: its
+``python`` is resolved to ``sys.executable``). Each run gets:
+
+- a first cell that refuses non-loopback connections inside the kernel, as
+  ``tests/conftest.py`` does for the test process;
+- probe cells after the notebook's own, which read the kernel's live state
+  and print it as one JSON line (``KIT_PROBE {...}``).
+
+The assertions read both the notebook's own outputs (the tables it shows)
+and the probes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell
+
+from kit.simulator import Simulator
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ALL = ("01_quickstart.ipynb", "02_latency_ab.ipynb", "03_live_smartapi.ipynb")
+
+LOOPBACK_GUARD = '''
+import socket as _socket
+_connect = _socket.socket.connect
+def _loopback_only(self, address):
+    if isinstance(address, tuple) and self.family in (_socket.AF_INET, _socket.AF_INET6):
+        if not (address[0].startswith("127.") or address[0] in ("localhost", "::1")):
+            raise ConnectionRefusedError(f"notebook test tried to reach {address!r}")
+    return _connect(self, address)
+_socket.socket.connect = _loopback_only
+'''
+
+PROBE = '''
+import json as _json, sys as _sys, threading as _threading
+def _probe(**values):
+    values["executable"] = _sys.executable
+    values["threads"] = sorted(t.name for t in _threading.enumerate())
+    print("KIT_PROBE " + _json.dumps(values, default=str))
+'''
+
+
+def execute(name: str, cwd: Path, probes: list[str]) -> tuple[list, dict]:
+    """Run a notebook plus probe cells; return its own executed cells and the last probe's values."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    own = len(nb.cells)
+    nb.cells = [new_code_cell(LOOPBACK_GUARD + PROBE), *nb.cells, *(new_code_cell(p) for p in probes)]
+    NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    probe = None
+    for cell in nb.cells[own + 1:]:
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                for line in out.text.splitlines():
+                    if line.startswith("KIT_PROBE "):
+                        probe = json.loads(line.removeprefix("KIT_PROBE "))
+    assert probe is not None, "the probe printed nothing"
+    assert Path(probe["executable"]).resolve() == Path(sys.executable).resolve(), "not this venv's kernel"
+    return nb.cells[1:own + 1], probe
+
+
+def outputs_text(cells) -> str:
+    """Everything the cells showed, as text (stream output and text/plain results)."""
+    parts = []
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                parts.append(out.text)
+            elif "data" in out:
+                parts.append(out.data.get("text/plain", ""))
+                parts.append(out.data.get("text/html", ""))
+            elif out.output_type == "error":
+                parts.append("\n".join(out.traceback))
+    return "\n".join(parts)
+
+
+def cell_with(cells, source_start: str):
+    matches = [c for c in cells if c.cell_type == "code" and c.source.startswith(source_start)]
+    assert len(matches) == 1, f"expected one cell starting with {source_start!r}"
+    return matches[0]
+
+
+def count(threads: list[str], name: str) -> int:
+    return sum(1 for t in threads if t == name)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No SmartAPI credentials or URLs reach the kernel, and it runs in an empty directory."""
+    for var in ("SMARTAPI_API_KEY", "SMARTAPI_CLIENT_CODE", "SMARTAPI_PIN", "SMARTAPI_TOTP_SECRET",
+                "SMARTAPI_ROOT_URL", "SMARTAPI_FEED_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_committed_notebooks_carry_no_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    assert "widgets" not in nb.metadata
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+
+
+def test_quickstart_streams_trades_swaps_and_rerunning_cells_leaves_one_of_everything(offline):
+    nb = nbformat.read(NOTEBOOKS / "01_quickstart.ipynb", as_version=4)
+    rerun = [cell_with(nb.cells, s).source for s in ("trader = kit.LiveTrader", "dash = kit.dashboard",
+                                                     "trader.start()")]
+    cells, probe = execute("01_quickstart.ipynb", offline, [
+        # the charts keep refreshing while a synchronous cell runs
+        "n0 = dash.refreshes; time.sleep(1.5); refreshed_during_sleep = dash.refreshes - n0",
+        "first = dict(status=trader.status, signals=len(trader.signals), strategy=type(trader.strategy).__name__,\n"
+        "             modes=sorted(trader.metrics.summary().index.get_level_values('mode').unique()),\n"
+        "             price_points=len(dash.price_fig.data[0].x), latency_bars=[list(t.y) for t in dash.latency_fig.data],\n"
+        "             status_line=dash.status_line.value, refreshed_during_sleep=refreshed_during_sleep)",
+        # re-run the trader, dashboard and start cells, as a user would
+        *rerun,
+        "time.sleep(1.0)",
+        "_probe(first=first, after_rerun=trader.status, dashboard_refreshing=dash.refreshing)",
+    ])
+    text = outputs_text(cells)
+    assert "Traceback" not in text
+    first = probe["first"]
+    assert first["status"]["connected"] and first["status"]["ticks_processed"] > 100
+    assert first["status"]["strategy_errors"] == 0 and first["status"]["dropped"] == 0
+    assert first["signals"] > 0 and first["strategy"] == "FastBreakout"
+    assert first["modes"] == ["callback", "poll", "queue"]
+    assert first["price_points"] > 0
+    assert all(v is not None for bars in first["latency_bars"] for v in bars[:2])  # dispatch, strategy per mode
+    assert f"<b class='kit-ticks'>" in first["status_line"]
+    assert first["refreshed_during_sleep"] >= 2
+
+    # the notebook's own tables: signals, positions, the latency summary with all three modes
+    summary = cell_with(cells, 'for mode in ("poll", "callback", "queue")').outputs[0].data["text/plain"]
+    for mode in ("poll", "queue", "callback"):
+        assert re.search(rf"^{mode}\s+dispatch", summary, re.M), summary
+    assert "BUY" in cell_with(cells, "trader.signals_df().tail()").outputs[0].data["text/plain"]
+
+    # after re-running the cells: one feed, one consumer, one simulator, one refresh thread
+    threads = probe["threads"]
+    for name in ("kit-feed-quickstart", "kit-feed-quickstart-heartbeat", "kit-consumer-quickstart",
+                 "kit-simulator", "kit-sim-rest", "kit-dashboard-quickstart"):
+        assert count(threads, name) == 1, (name, threads)
+    assert probe["after_rerun"]["connected"] and probe["after_rerun"]["ticks_processed"] > 0
+    assert probe["dashboard_refreshing"]
+
+
+def test_latency_ab_measures_each_mode_on_one_feed(offline):
+    cells, probe = execute("02_latency_ab.ipynb", offline, [
+        "_probe(counts={m: trader.metrics.count(m) for m in MODES}, processed=trader.ticks_processed,\n"
+        "       received=trader.status['ticks_received'], signals=len(trader.signals),\n"
+        "       table=summary.reset_index().to_dict('records'), running=trader.running)",
+    ])
+    text = outputs_text(cells)
+    assert "Traceback" not in text
+    counts = probe["counts"]
+    assert all(counts[m] > 0 for m in ("poll", "queue", "callback")), counts
+    assert sum(counts.values()) == probe["processed"] == probe["received"]   # none lost to a switch
+    assert probe["signals"] > 0 and not probe["running"]
+    rows = {(r["mode"], r["stage"]): r for r in probe["table"]}
+    for mode in ("poll", "queue", "callback"):
+        for stage in ("dispatch", "strategy", "total"):
+            row = rows[(mode, stage)]
+            assert row["ticks"] == counts[mode] and 0 < row["p50_us"] <= row["p99_us"] <= row["max_us"]
+
+    # the table and the comparison the notebook shows
+    p50 = cell_with(cells, 'p50 = summary["p50_us"]').outputs[0].data["text/plain"]
+    assert [line.split()[0] for line in p50.splitlines()[2:]] == ["poll", "queue", "callback"]
+    ratios = cell_with(cells, "total = summary.xs").outputs[0].text
+    assert "poll is" in ratios and "x queue" in ratios and "x callback" in ratios
+    # the plot: one distribution per mode, one point per measured tick
+    plot = cell_with(cells, "fig = go.Figure()").outputs[0].data["application/vnd.plotly.v1+json"]
+    assert [t["name"].split()[0] for t in plot["data"]] == ["poll", "queue", "callback"]
+
+
+def _secrets_absent(text: str, secrets: dict) -> None:
+    for name, value in secrets.items():
+        assert value not in text, f"the notebook showed the {name}"
+
+
+def test_live_notebook_without_credentials_runs_the_same_path_against_the_simulator(offline):
+    cells, probe = execute("03_live_smartapi.ipynb", offline, [
+        "c = sim.rest.credentials\n"
+        "_probe(live=LIVE, status=trader.status, logged_in=trader.session.client_code,\n"
+        "       logins=sim.rest.requests, paper=trader.config.paper, feed=trader.config.feed,\n"
+        "       secrets=dict(api_key=c.api_key, pin=c.pin, totp_secret=c.totp_secret, jwt=c.jwt,\n"
+        "                    feed_token=c.feed_token, refresh_token=c.refresh_token))",
+    ])
+    text = outputs_text(cells)
+    assert "missing credentials" in text and "the local simulator (offline)" in text
+    assert probe["live"] is False and probe["paper"] is True and probe["feed"] == "smartapi"
+    assert probe["logged_in"] == "SIM0001"
+    assert any("loginByPassword" in path for path in probe["logins"]), probe["logins"]
+    assert probe["status"]["connected"] and probe["status"]["ticks_processed"] > 0
+    _secrets_absent(text, probe["secrets"])
+
+
+def test_live_notebook_with_credentials_takes_the_live_branch(offline, monkeypatch):
+    """Credentials and endpoint URLs in the environment, as on a trading desk; here the endpoint is a simulator."""
+    with Simulator(rate=20) as sim:
+        env = sim.rest.credentials.env()
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("SMARTAPI_ROOT_URL", sim.rest.url)
+        monkeypatch.setenv("SMARTAPI_FEED_URL", sim.url)
+        cells, probe = execute("03_live_smartapi.ipynb", offline, [
+            "_probe(live=LIVE, has_sim='sim' in globals(), status=trader.status)",
+        ])
+        logins = sim.rest.requests
+    text = outputs_text(cells)
+    assert probe["live"] is True and not probe["has_sim"]
+    assert "Angel One (credentials found)" in text
+    assert any("loginByPassword" in path for path in logins), logins
+    assert probe["status"]["connected"] and probe["status"]["ticks_processed"] > 0
+    _secrets_absent(text, {"api key": env["SMARTAPI_API_KEY"], "PIN": env["SMARTAPI_PIN"],
+                           "TOTP secret": env["SMARTAPI_TOTP_SECRET"]})
