@@ -311,6 +311,8 @@ def aggregate(v: Variant, phases: list[dict], flood: bool) -> dict:
         # would sustain (the GIL lets only one of the threads run Python at a time).
         "cpu_us_per_tick": cpu_per_tick,
         "capacity_per_s": round(1e6 / cpu_per_tick) if cpu_per_tick else None,
+        # every thread of this process (the dashboard's refresh thread too) per tick received
+        "process_cpu_us_per_tick": round(1e6 * cpu_s.get("process", 0) / received, 2) if received else None,
         "errors": {k: sum(p["errors"][k] for p in phases) for k in phases[0]["errors"]},
     }
 
