@@ -39,7 +39,7 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
-makes the socket thread ~15 % cheaper per LTP frame (``python -m kit.bench``
+makes reading an LTP frame ~20 % cheaper in CPU (``python -m kit.bench``
 measures it). ``read_ahead=False`` restores the library's own reads.
 """
 from __future__ import annotations
