@@ -38,5 +38,9 @@ bench: setup
 bench-replay: setup
 	$(PY) -m kit.research_bench
 
+# Not part of `make test`: 10 minutes at 2,000 ticks/s over 50 tokens, a fault every 30 s.
+soak: setup
+	$(PY) scripts/soak.py --json artifacts/soak.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

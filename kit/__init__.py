@@ -9,14 +9,14 @@
 from . import examples
 from .dispatch import CALLBACK, POLL, QUEUE
 from .engine import LiveTrader, TraderConfig
-from .feed import ReconnectPolicy
+from .feed import Gap, ReconnectPolicy
 from .risk import RiskLimits
 from .strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
 from .tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
 from .candles import history
 
 __all__ = [
-    "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy",
+    "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
     "Simulator", "examples", "dashboard",
 ]

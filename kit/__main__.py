@@ -120,7 +120,7 @@ def print_report(trader) -> None:
         status = trader.status
         print("\n" + "  ".join(f"{k}={status[k]}" for k in
                                ("ticks_received", "ticks_processed", "dropped", "strategy_errors", "signals",
-                                "reconnects", "malformed_frames")))
+                                "reconnects", "malformed_frames", "stalls", "gaps", "missed_ticks")))
         print(f"P&L: realized {status['realized_pnl']:,.2f}  unrealized {status['unrealized_pnl']:,.2f}", flush=True)
 
 

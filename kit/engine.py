@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field, replace
 from time import perf_counter_ns
 
@@ -29,7 +30,7 @@ import pandas as pd
 
 from .broker import PaperBroker
 from .dispatch import CALLBACK, MODES, QUEUE, Dispatcher
-from .feed import FeedCredentials, ReconnectPolicy, SmartFeed
+from .feed import FeedCredentials, Gap, ReconnectPolicy, SmartFeed
 from .metrics import LatencyMetrics
 from .risk import RiskLimits, RiskManager
 from .strategy import Signal, Strategy
@@ -80,6 +81,13 @@ class TraderConfig:
     # A directory: every tick the engine handles is recorded there (kit/recording.py).
     record: str | None = None
     name: str = "default"
+    # live orders (paper=False): see kit.broker_live. Left at RiskLimits(), risk becomes
+    # RiskLimits.live_defaults(). The journal defaults to kit.journal.Journal.default_path(name).
+    product: str = "INTRADAY"
+    journal: str | None = None
+    journal_sync: str = "FULL"
+    order_update_url: str | None = None      # default: $SMARTAPI_ORDER_UPDATE_URL or Angel One's
+    instruments_url: str | None = None       # default: $SMARTAPI_MASTER_URL or Angel One's
 
     def __post_init__(self):
         if self.feed not in FEEDS:
@@ -103,8 +111,6 @@ class LiveTrader:
 
     def __init__(self, config: TraderConfig | None = None, **overrides):
         config = replace(config or TraderConfig(), **overrides)
-        if not config.paper:
-            raise NotImplementedError("live order routing is not available in this version; use paper=True")
         with _registry_lock:
             previous = _live_traders.get(config.name)
             if previous is not None:
@@ -113,8 +119,13 @@ class LiveTrader:
             _live_traders[config.name] = self
         self.config = config
         self.metrics = LatencyMetrics(config.metrics_window)
-        self.risk = RiskManager(config.risk)
-        self.broker = PaperBroker()
+        self.live = not config.paper
+        limits = config.risk
+        if self.live and limits == RiskLimits():
+            limits = RiskLimits.live_defaults()
+        self.risk = RiskManager(limits)
+        self.broker = PaperBroker() if config.paper else self._live_broker()
+        self.session = None
         self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.queue_size,
                                      poll_interval=config.poll_interval)
         self._measure_latency = config.latency_metrics
@@ -133,6 +144,10 @@ class LiveTrader:
         self.rejected_signals = 0
         self.started_at: float | None = None
         self.recorder = None
+        # Gaps in the feed (issue 7): every one found, and those the strategy has yet to hear of.
+        self.gaps: deque[Gap] = deque(maxlen=SmartFeed.GAP_HISTORY)
+        self._pending_gaps: dict = {}       # (exchange_type, token) -> [Gap, ...]
+        self._gaps_lock = threading.Lock()
 
     # ================================================================== the tick path
     def _on_tick(self, tick, via: str) -> None:
@@ -145,6 +160,10 @@ class LiveTrader:
         lock = self._strategy_lock
         lock.acquire()
         try:
+            # 0. gap hook (issue 7): a hole in the feed is told before the first tick after it.
+            #    One truthiness test per tick; the rest runs only while a gap awaits delivery.
+            if self._pending_gaps:
+                self._deliver_gaps(tick)
             # 1. paper orders waiting for "the next tick" fill at this one
             self.broker.on_tick(tick)
             # 2. the strategy
@@ -164,10 +183,12 @@ class LiveTrader:
                     self.signals.append(signal)
                     reason = self.risk.check(signal, tick, self.broker)
                     if reason is None:
-                        self.broker.submit(signal, tick)
-                    else:
+                        order = self.broker.submit(signal, tick)
+                        if order.status == "REJECTED":
+                            reason = order.status_message or "rejected by the broker"
+                    if reason is not None:
                         self.rejected_signals += 1
-                        log.warning("signal rejected by risk: %s (%s)", reason, signal)
+                        log.warning("signal rejected: %s (%s)", reason, signal)
                     for listener in self._signal_listeners:
                         listener(signal, reason)
                 if measured:
@@ -180,6 +201,43 @@ class LiveTrader:
             self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
         for listener in self._tick_listeners:
             listener(tick)
+
+    # ---- gaps (issue 7) -------------------------------------------------------------
+    def _gap_found(self, gap: Gap) -> None:
+        """The feed found ``gap`` (socket thread), just before dispatching the tick after it."""
+        self.gaps.append(gap)
+        with self._gaps_lock:
+            self._pending_gaps.setdefault((gap.exchange_type, gap.token), []).append(gap)
+
+    def _deliver_gaps(self, tick) -> None:
+        """Call ``strategy.on_gap`` for the gaps that end at or before ``tick`` (strategy lock held).
+
+        A gap is due at the first tick of its instrument received after it was
+        found; ticks received before the drop, still queued, pass without it.
+        If that very tick was dropped by a full queue, the next one delivers it.
+        """
+        with self._gaps_lock:
+            key = (tick.exchange_type, tick.token)
+            waiting = self._pending_gaps.get(key)
+            if not waiting:
+                return
+            due = [gap for gap in waiting if gap.recv_ns <= tick.recv_ns]
+            if not due:
+                return
+            kept = [gap for gap in waiting if gap.recv_ns > tick.recv_ns]
+            if kept:
+                self._pending_gaps[key] = kept
+            else:
+                del self._pending_gaps[key]
+        strategy = self._strategy
+        on_gap = getattr(strategy, "on_gap", None)
+        if on_gap is None:
+            return
+        for gap in due:
+            try:
+                on_gap(gap)
+            except Exception as exc:
+                self._strategy_failed(strategy, tick, exc)
 
     def _strategy_failed(self, strategy, tick, exc) -> None:
         self.strategy_errors += 1
@@ -278,6 +336,9 @@ class LiveTrader:
                     parser=self.config.parser, reconnect=self.config.reconnect,
                     heartbeat_interval=self.config.heartbeat_interval, stall_timeout=self.config.stall_timeout,
                     name=f"kit-feed-{self.config.name}")
+                self.feed.on_gap = self._gap_found
+            with self._gaps_lock:
+                self._pending_gaps.clear()   # a new feed: holes in the last one were told or are moot
             if self.config.record and self.recorder is None:
                 self.start_recording(self.config.record)
             with self._strategy_lock:
@@ -356,8 +417,10 @@ class LiveTrader:
             return recorder
 
     def close(self) -> None:
-        """Stop, and stop the embedded simulator too."""
+        """Stop, close the live broker (and its journal), and stop the embedded simulator too."""
         self.stop()
+        if self.live:
+            self.broker.close()
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
@@ -377,11 +440,17 @@ class LiveTrader:
                 self.simulator = Simulator(port=cfg.sim_port, tokens=cfg.tokens, rate=cfg.sim_rate,
                                            seed=cfg.sim_seed, delay_ms=cfg.sim_delay_ms)
             self.simulator.start()
+            if self.live:
+                self._connect_live()
+            self._resolve_paper_lots(self.simulator.orders.master_url)
             c = self.simulator.credentials
             return self.simulator.url, FeedCredentials(c.auth_token, c.api_key, c.client_code, c.feed_token)
         from .session import ANGEL_FEED_URL, FEED_URL_ENV, Credentials, login
         session = login(Credentials.from_env(cfg.env_file), root=cfg.rest_url)
         self.session = session
+        if self.live:
+            self._connect_live()
+        self._resolve_paper_lots(cfg.instruments_url)
         return cfg.feed_url or os.environ.get(FEED_URL_ENV) or ANGEL_FEED_URL, session.feed
 
     def _default_tokens(self) -> dict:
@@ -389,6 +458,117 @@ class LiveTrader:
             from .simulator import DEFAULT_TOKENS
             return DEFAULT_TOKENS
         raise ValueError("tokens are required for the smartapi feed, e.g. tokens={2: ['43650']}")
+
+    # ================================================================== live orders and the kill switch
+    def _live_broker(self):
+        from .broker_live import SmartApiBroker
+        from .journal import Journal
+        cfg = self.config
+        journal = Journal(cfg.journal or Journal.default_path(cfg.name), synchronous=cfg.journal_sync)
+        return SmartApiBroker(journal, product=cfg.product, name=cfg.name)
+
+    def _connect_live(self) -> None:
+        """Log in for orders (the embedded simulator's REST when feed="sim") and connect the live broker."""
+        from .instruments import MASTER_URL_ENV, InstrumentMaster
+        from .order_updates import ANGEL_ORDER_UPDATE_URL, ORDER_UPDATE_URL_ENV
+        cfg = self.config
+        if cfg.feed == "sim":
+            from .session import Credentials, login
+            rc = self.simulator.rest.credentials
+            self.session = login(Credentials(rc.api_key, rc.client_code, rc.pin, rc.totp_secret),
+                                 root=self.simulator.rest.url)
+            updates_url, master_url = self.simulator.orders.url, self.simulator.orders.master_url
+        else:
+            updates_url = cfg.order_update_url or os.environ.get(ORDER_UPDATE_URL_ENV) or ANGEL_ORDER_UPDATE_URL
+            master_url = cfg.instruments_url or os.environ.get(MASTER_URL_ENV) or None
+        self.broker.connect(self.session.client, self.session.feed, updates_url, InstrumentMaster.load(master_url),
+                            reconnect=cfg.reconnect)
+
+    def _resolve_paper_lots(self, master_url: str | None) -> None:
+        """A paper trader with max_lots_per_order needs lot sizes: from the instrument master."""
+        if self.live or self.risk.lot_size is not None or self.risk.limits.max_lots_per_order is None:
+            return
+        from .instruments import InstrumentMaster
+        self.risk.lot_size = InstrumentMaster.load(master_url).lot_size
+
+    def _client_code(self) -> str:
+        if self.session is not None:
+            return self.session.client_code
+        if self.config.feed == "sim":
+            from .simulator import SimCredentials
+            return (self.simulator.credentials if self.simulator is not None else SimCredentials()).client_code
+        from .session import Credentials
+        return Credentials.from_env(self.config.env_file).client_code
+
+    def arm_live(self, confirm: str) -> None:
+        """The second opt-in for real orders: ``confirm`` must be the client code this trader trades.
+
+        Needs ``paper=False`` in the config (the first opt-in) and a
+        ``max_daily_loss`` in the risk limits. Until armed, every live signal is
+        rejected with a reason saying so.
+
+            trader = kit.LiveTrader(kit.TraderConfig(feed="smartapi", paper=False, tokens=...,
+                                                     risk=kit.RiskLimits.live_defaults(max_daily_loss=5_000)))
+            trader.arm_live(confirm="A123456")
+        """
+        if not self.live:
+            raise RuntimeError("this trader is paper trading (TraderConfig(paper=True)): there is nothing to arm")
+        if self.risk.limits.max_daily_loss is None:
+            raise ValueError("set a max_daily_loss in the risk limits before arming live trading, e.g. "
+                             "TraderConfig(risk=RiskLimits.live_defaults(max_daily_loss=5_000))")
+        if str(confirm).strip() != self._client_code():
+            raise ValueError("arm_live(confirm=...) takes the client code of the account this trader logs into; "
+                             "that is not it. Nothing was armed.")
+        self.risk.arm()
+        self.broker.arm()
+        log.warning("LIVE TRADING ARMED for client %s: signals now become real orders", confirm)
+
+    def disarm_live(self) -> None:
+        """Later live signals are rejected again; orders already sent are not touched."""
+        self.risk.disarm()
+        if self.live:
+            self.broker.disarm()
+
+    def submit(self, signal: Signal, tick=None):
+        """A manual order from the notebook, through the same risk checks as the strategy's.
+
+        Returns ``(order, None)`` or ``(None, reason)``.
+        """
+        reason = self.risk.check(signal, tick, self.broker)
+        if reason is not None:
+            return None, reason
+        order = self.broker.submit(signal, tick)
+        return order, (order.status_message if order.status == "REJECTED" else None)
+
+    def kill(self, reason: str = "kill switch", *, flatten: bool = True, timeout: float = 10.0) -> dict:
+        """Halt, cancel every open order, and (``flatten=True``) close every position with MARKET orders.
+
+        New signals are rejected with ``reason`` until ``trader.risk.resume()``.
+        Live: waits up to ``timeout`` seconds for the cancels, then for the
+        flattening fills. Paper: flattening orders fill on the next tick.
+        Returns what it did.
+        """
+        self.risk.halt(reason)
+        log.warning("KILL SWITCH: %s", reason)
+        cancelled = self.broker.cancel_all()
+        if self.live:
+            self.broker.wait_settled(timeout)
+        orders = []
+        if flatten:
+            if self.live:
+                orders = self.broker.flatten(reason)
+            else:
+                for p in self.broker.positions.values():
+                    if p.qty:
+                        side = "SELL" if p.qty > 0 else "BUY"
+                        orders.append(self.broker.submit(
+                            Signal(p.token, side, abs(p.qty), "MARKET", None, p.exchange_type, reason), None))
+            if self.live:
+                self.broker.wait_settled(timeout)
+        return {"halted": True, "reason": reason, "cancelled": cancelled,
+                "flatten_orders": [o.order_id for o in orders],
+                "open_orders": len(self.broker.open_orders()),
+                "positions": {key: p.qty for key, p in self.broker.positions.items() if p.qty}}
 
     # ================================================================== what the user looks at
     @property
@@ -414,6 +594,29 @@ class LiveTrader:
             "reconnects": feed.reconnects if feed else 0,
             "stalls": feed.stalls if feed else 0,
             "auth_failed": bool(feed and feed.auth_failed),
+            # resilience (issue 7); keys are only ever added
+            "connects": feed.connects if feed else 0,
+            "disconnects": feed.disconnects if feed else 0,
+            "failed_connects": feed.failed_connects if feed else 0,
+            "last_disconnect_reason": feed.last_disconnect_reason if feed else "",
+            "last_disconnect_at": feed.last_disconnect_at if feed else None,
+            "connected_since": feed.connected_since if feed else None,
+            "next_retry_in": feed.next_retry_in if feed else None,
+            "gaps": feed.gaps if feed else 0,
+            "missed_ticks": feed.missed_ticks if feed else 0,
+            "heartbeats_sent": feed.heartbeats_sent if feed else 0,
+            "pongs": feed.pongs if feed else 0,
+            "unknown_text_frames": feed.unknown_text if feed else 0,
+            "socket_errors": feed.socket_errors if feed else 0,
+            "last_error": feed.last_error if feed else "",
+            "feed_lag_ms": feed.lag_ms if feed else None,
+            "max_feed_lag_ms": feed.max_lag_ms if feed else 0.0,
+            "live": self.live,
+            "armed": self.risk.armed,
+            "halted": self.risk.halted,
+            "halt_reason": self.risk.halt_reason,
+            "last_rejection": self.risk.last_rejection,
+            "open_orders": len(self.broker.open_orders()),
             "realized_pnl": pnl["realized"],
             "unrealized_pnl": pnl["unrealized"],
             "pnl": pnl["total"],

@@ -205,6 +205,12 @@ if __name__ == "__main__":
 '''
 
 
+def default_script_path(cls) -> Path:
+    """``strategies/<snake_case class name>.py``, where the dashboard's Export button writes."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    return Path("strategies") / f"{snake}.py"
+
+
 def export_strategy(cls, path: str | Path, *, namespace: dict | None = None, overwrite: bool = True) -> Path:
     """Write ``cls`` and what it depends on to ``path`` as a runnable script; return the path.
 

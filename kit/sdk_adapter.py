@@ -28,13 +28,43 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    ``send_heartbeat()`` sends it (``kit.feed`` schedules it).
 9. TLS verification is off and urllib3 warnings are silenced globally.
    ``wss://`` URLs are verified; the global warning filters are restored.
-10. ``close_connection()`` calls websocket-client's ``WebSocketApp.close()``,
-   which waits for the server's close frame by reading the socket on the
-   *calling* thread, racing the socket thread's own read. When the caller
-   wins, the socket thread is left polling a socket nothing will wake, and
-   never returns (about one stop in three leaked a feed thread).
-   ``drop_connection()`` sends the close frame without reading and shuts the
-   socket down, which wakes the socket thread; that thread tears down itself.
+10. Closing from another thread: websocket-client's ``WebSocketApp.close()``
+    reads the server's close reply on the *calling* thread while the socket
+    thread sits in ``select()`` on the same socket; when the caller wins, the
+    socket thread never wakes (about one stop in three leaked a feed thread).
+    ``_ClosesCleanly`` only sends the close frame; the socket thread reads the
+    reply and returns (a timer aborts the socket if no reply comes).
+
+And one in websocket-client (1.9), which the SDK runs on:
+
+11. When the server closes first, or the client only sends its close frame,
+    ``run_forever`` returns without closing the TCP socket (``send_close``
+    clears ``connected``, so teardown's ``close()`` returns early); the
+    server then waits in a half-closed state. ``_ClosesCleanly`` closes it.
+
+``SmartWebSocketOrderUpdate`` (the order-update socket) has its own set;
+``KitOrderUpdateSocket`` contains them:
+
+12. Closing it reconnects: ``on_close`` calls ``retry_connect()``. Here a
+    close is only reported; ``kit.order_updates`` decides about reconnects.
+13. ``retry_connect()`` sleeps ``RETRY_DELAY_SECONDS`` (10 s) on the socket
+    thread, recurses into ``connect()``, keeps its attempt counter on the
+    class and never resets it, and retries a refused token (HTTP 401) too.
+    Here it never runs; a refused token stops the stream.
+14. Protocol pong replies (and a text ``pong``) reach ``on_message`` as if
+    they were order updates (an empty binary message every 10 s). Here only
+    JSON text frames are updates; pongs are counted.
+15. TLS verification is off (``CERT_NONE``). ``wss://`` URLs are verified.
+16. Its constructor creates ``logs/`` like the others (the stand-ins of 2
+    cover it) and it logs every message at INFO. Here nothing is logged per
+    message.
+
+And one more in ``SmartConnect``:
+
+17. GET parameters travel JSON-encoded in the URL's query string, so
+    ``getProfile`` (called by ``generateSession``) puts the refresh token in
+    a request line that urllib3 logs at DEBUG. The redactor guards urllib3's
+    logger and masks query strings.
 
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
@@ -82,11 +112,27 @@ class SecretRedactor(logging.Filter):
         with self._lock:
             self._secrets.update(v for v in values if v and len(v) >= 4)
 
+    # 17: the SDK sends GET parameters (getProfile's refresh token) JSON-encoded in the query
+    # string, and urllib3 logs request lines at DEBUG: query strings are masked whole.
+    _QUERY = re.compile(r"""(/[^\s?"']*\?)[^\s"']+""")
+
     def redact(self, text: str) -> str:
         for s in sorted(self._secrets, key=len, reverse=True):
             if s in text:
                 text = text.replace(s, "***")
+        text = self._QUERY.sub(r"\1***", text)
         return self._FIELD.sub(r"\1\2***\3", text)
+
+    def redact_values(self, text: str, min_length: int = 12) -> str:
+        """Replace only registered secrets of at least ``min_length`` characters (keys, tokens).
+
+        For stored data (the journal): short secrets such as a 4-digit PIN or a
+        6-digit TOTP would also match inside order ids and prices, corrupting them.
+        """
+        for s in sorted(self._secrets, key=len, reverse=True):
+            if len(s) >= min_length and s in text:
+                text = text.replace(s, "***")
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -114,7 +160,9 @@ def _guard_logger(logger: logging.Logger) -> logging.Logger:
     return logger
 
 
-for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect"):
+for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect",
+              "websockets.server", "websockets.client",    # both log handshake headers at DEBUG
+              "urllib3.connectionpool"):                   # logs request lines, query strings included (17)
     _guard_logger(logging.getLogger(_name))
 
 
@@ -263,8 +311,51 @@ else:  # pragma: no cover - a websocket-client without it
     _ReadAheadApp = None
 
 
+# --------------------------------------------------------------------------- closing from another thread
+class _ClosesCleanly:
+    """A close requested from another thread that neither hangs nor leaks the TCP socket.
+
+    ``WebSocketApp.close()`` reads the server's close reply on the *calling*
+    thread while the socket thread sits in ``select()`` on the same socket,
+    then closes the descriptor under it; on Linux that ``select()`` never
+    wakes, so ``connect()`` can hang (or fail with an AttributeError). Here the
+    caller only sends the close frame; the socket thread reads the reply and
+    returns, and the TCP socket is closed after ``run_forever`` (which
+    websocket-client skips after ``send_close``).
+    """
+    _socket = None
+
+    def _run_forever(self, app, **kwargs) -> None:
+        self._socket = None
+        try:
+            app.run_forever(**kwargs)
+        finally:
+            if self._socket is not None:
+                self._socket.shutdown()
+
+    def _remember_socket(self, app) -> None:
+        self._socket = app.sock
+
+    @staticmethod
+    def _begin_close(app) -> None:
+        if app is None:
+            return
+        app.keep_running = False
+        sock = app.sock
+        if sock is None or not sock.connected:
+            return
+        try:
+            sock.send_close()
+        except Exception as exc:
+            log.debug("close frame not sent: %s", exc)
+        # A server that never answers must not keep the socket thread: wake its read.
+        timer = threading.Timer(2.0, _abort_if_open, args=(sock,))
+        timer.daemon = True
+        timer.start()
+
+
 # --------------------------------------------------------------------------- the market-data client
-class KitWebSocketV2(SmartWebSocketV2):
+class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
     """The SDK's ``SmartWebSocketV2`` with its defects contained.
 
     Events are plain callables set by the owner (``kit.feed.SmartFeed``):
@@ -289,7 +380,6 @@ class KitWebSocketV2(SmartWebSocketV2):
         self.auth_token, self.api_key = auth_token, api_key
         self.client_code, self.feed_token = client_code, feed_token
         self.DISCONNECT_FLAG = True
-        self._opened = None              # 10: the connection connect() closes when it returns
         self.last_pong_timestamp = None
         self.MAX_RETRY_ATTEMPT = 0
         self.current_retry_attempt = 0
@@ -348,43 +438,15 @@ class KitWebSocketV2(SmartWebSocketV2):
         if self.ROOT_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self.DISCONNECT_FLAG = False
-        try:
-            self.wsapp.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
-        finally:
-            # 10: after drop_connection() the teardown leaves the descriptor open; close it here,
-            # on the thread that used it.
-            opened, self._opened = self._opened, None
-            if opened is not None:
-                opened.shutdown()
+        self._run_forever(self.wsapp, sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
 
     def close_connection(self):
         """Close for good: keeps the subscriptions on record so a later connect restores them."""
         self.DISCONNECT_FLAG = True
-        self.drop_connection()
-
-    def drop_connection(self):
-        """Close the connection from any thread; ``connect()`` returns on its own thread (10)."""
-        app = self.wsapp
-        if app is None:
-            return
-        app.keep_running = False
-        ws = app.sock
-        if ws is None:
-            return
-        try:
-            if ws.connected:
-                ws.send_close()          # the close frame; the reply is read by the socket thread
-        except Exception:                # the connection is already gone
-            pass
-        raw = ws.sock
-        if raw is not None:
-            try:
-                raw.shutdown(socket.SHUT_RDWR)   # wakes the socket thread's poll, as WebSocket.abort() does
-            except OSError:
-                pass
+        self._begin_close(self.wsapp)
 
     def _on_open(self, wsapp):
-        self._opened = wsapp.sock
+        self._remember_socket(wsapp)
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
         if resubscribed:
             self.resubscribe()  # the SDK's own, now that its state is sound
@@ -439,3 +501,123 @@ class KitWebSocketV2(SmartWebSocketV2):
                 self.on_text("error", payload)
             else:
                 self.on_text("unknown", data)
+
+
+# --------------------------------------------------------------------------- the order-update client
+class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
+    """The SDK's ``SmartWebSocketOrderUpdate`` with defects 10–14 contained.
+
+    Events are plain callables set by the owner (``kit.order_updates.OrderUpdateStream``):
+
+    - ``on_update(message)``          a parsed JSON frame (``{"order-status": "AB05", "orderData": {...}, ...}``)
+    - ``on_text(kind, payload)``      ``"pong"`` or ``"unknown"`` (a frame that is not a JSON object)
+    - ``on_connect()``                the socket opened
+    - ``on_disconnect(code, reason)`` the socket closed, cleanly or not
+    - ``on_socket_error(exc)``        an error websocket-client reported (a 401 is a ``WebSocketBadStatusException``)
+
+        sock = KitOrderUpdateSocket(url, "Bearer <jwt>", api_key, client_code, feed_token)
+        sock.on_update = print
+        sock.connect()            # blocks until the socket closes; never reconnects by itself
+    """
+
+    def __init__(self, url: str, auth_token: str, api_key: str, client_code: str, feed_token: str, *,
+                 verify_tls: bool = True, protocol_ping_interval: float = 0):
+        # 16: SmartWebSocketOrderUpdate.__init__ would create logs/ and reconfigure logzero.
+        self.WEBSOCKET_URI = url
+        self.auth_token, self.api_key = auth_token, api_key
+        self.client_code, self.feed_token = client_code, feed_token
+        self.verify_tls = verify_tls
+        self.protocol_ping_interval = protocol_ping_interval
+        self.wsapp = None
+        self.last_pong_timestamp = None
+        self.current_retry_attempt = 0          # 13: per instance (and unused)
+        register_secret(auth_token, auth_token.removeprefix("Bearer ").strip(), api_key, feed_token)
+        self.on_update = self.on_text = None
+        self.on_connect = self.on_disconnect = self.on_socket_error = None
+
+    # ---- 10, 11, 13: connection lifecycle, owned by kit.order_updates
+    def connect(self):
+        """Connect and block, dispatching frames, until the socket closes. Never reconnects."""
+        headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
+                   "x-client-code": self.client_code, "x-feed-token": self.feed_token}
+        self.wsapp = websocket.WebSocketApp(
+            self.WEBSOCKET_URI, header=headers, on_open=self.on_open, on_error=self.on_error,
+            on_close=self.on_close, on_data=self.on_data, on_ping=self.on_ping, on_pong=self.on_pong)
+        sslopt = None
+        if self.WEBSOCKET_URI.startswith("wss://"):
+            sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
+        self._run_forever(self.wsapp, sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+
+    def close_connection(self):
+        """Start the close handshake; the socket thread reads the reply and ``connect()`` returns."""
+        self._begin_close(self.wsapp)
+
+    def retry_connect(self):
+        """11: never sleep and recurse on the socket thread; the owner reconnects."""
+        log.debug("order-update socket: the SDK's retry_connect was called and ignored")
+
+    def on_open(self, wsapp):
+        self._remember_socket(wsapp)
+        if self.on_connect:
+            self.on_connect()
+
+    def on_error(self, wsapp, error):
+        if self.on_socket_error:
+            self.on_socket_error(error)
+
+    def on_close(self, wsapp, close_status_code=None, close_msg=None):
+        # 12: report only; the SDK called retry_connect() here.
+        if self.on_disconnect:
+            self.on_disconnect(close_status_code, close_msg)
+
+    def on_ping(self, wsapp, data):
+        pass
+
+    def on_pong(self, wsapp, data):
+        # 14: a protocol pong is a heartbeat, not an order update.
+        self.last_pong_timestamp = time.time()
+
+    def send_heartbeat(self) -> bool:
+        """Angel One's text ``ping`` (the server answers text ``pong``)."""
+        app = self.wsapp
+        try:
+            if app is not None and app.sock is not None and app.sock.connected:
+                app.send(self.HEARTBEAT_MESSAGE)
+                return True
+        except Exception as exc:  # a dying socket: the read loop will report it
+            log.debug("order-update heartbeat not sent: %s", exc)
+        return False
+
+    # ---- 12, 14: every frame
+    def on_data(self, wsapp, message, data_type, continue_flag):
+        if isinstance(message, bytes):
+            try:
+                message = message.decode("utf-8")
+            except UnicodeDecodeError:
+                self.on_text("unknown", message)
+                return
+        if message == "pong":
+            self.last_pong_timestamp = time.time()
+            self.on_text("pong", message)
+            return
+        try:
+            payload = json.loads(message)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            self.on_update(payload)
+        else:
+            self.on_text("unknown", message)
+
+    def on_message(self, wsapp, message):  # pragma: no cover - on_data no longer calls it
+        self.on_data(wsapp, message, 1, False)
+
+
+def _abort_if_open(sock) -> None:
+    """Shut a websocket-client socket down for reading and writing, which wakes a blocked select()."""
+    raw = getattr(sock, "sock", None)
+    if raw is not None:
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass   # already closed: nothing to wake

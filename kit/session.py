@@ -68,6 +68,7 @@ class Session:
 def login(creds: Credentials, *, root: str | None = None, timeout: float = 7.0) -> Session:
     """Log in through the real ``SmartConnect.generateSession``; raise ``CredentialsError`` if refused."""
     root = root or os.environ.get(ROOT_URL_ENV) or None
+    register_secret(creds.api_key, creds.pin, creds.totp_secret)   # however creds was built
     client = smart_connect(creds.api_key, root=root, timeout=timeout)
     totp = pyotp.TOTP(creds.totp_secret).now()
     register_secret(totp)

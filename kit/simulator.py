@@ -14,6 +14,7 @@ thread), from a script, or with ``python -m kit sim``.
     sim.publish(1000)                        # a burst: 1000 ticks per subscribed token
     sim.pause(); sim.resume()                # a silent feed, connections kept open
     sim.drop_connections()                   # an abrupt network failure
+    sim.faults.drop(missed=50)               # ... while the market moves on: a sequence gap
     sim.stop()
 
 Decisions worth knowing:
@@ -29,7 +30,14 @@ Decisions worth knowing:
 * Text ``ping`` is answered during ``pause()`` too: a stall silences the
   market data, not the connection.
 * ``delay_ms`` delays every frame the server sends (ticks, ``pong``, errors,
-  raw frames) by the same amount, keeping their order.
+  raw frames) by the same amount, keeping their order; ``set_delay`` changes
+  it while running, still in order.
+* A client that stops reading does not make the server buffer without bound:
+  while its write buffer holds more than ``max_client_buffer`` bytes, ticks
+  for it are dropped and counted (``stats["dropped_slow_client"]``), as a
+  feed server sheds a slow consumer. ``publish()`` waits for room instead, so
+  it never drops.
+* Faults for tests and soak runs (``kit.faults``): ``sim.faults``.
 * ``stamp_send_ns=True`` (benchmarks only, off by default) puts
   ``time.perf_counter_ns()``, taken just before the tick is encoded and
   written, in the exchange-timestamp field instead of epoch milliseconds.
@@ -55,6 +63,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 from .simulator_candles import register_candles
+from .simulator_orders import SimulatedExchange
 from .simulator_rest import RestCredentials, RestSimulator
 from .tick import (BSE_CM, CDE_FO, DEPTH, EXCHANGE_NAMES, LTP, MODE_NAMES, NSE_CM, QUOTE,
                    SNAP_QUOTE, price_divisor)
@@ -326,6 +335,8 @@ class Simulator:
         self.rest = RestSimulator(RestCredentials(client_code=c.client_code, api_key=c.api_key,
                                                   jwt=c.auth_token, feed_token=c.feed_token))
         register_candles(self.rest, seed=seed)   # getCandleData (kit/simulator_candles.py)
+        # Order routes on the REST side, the order-update socket, the instrument master.
+        self.orders = SimulatedExchange(self)
         self.max_subscriptions = max_subscriptions
         self.tokens = {int(ex): [str(t) for t in toks]
                        for ex, toks in (DEFAULT_TOKENS if tokens is None else tokens).items()}
@@ -341,8 +352,9 @@ class Simulator:
         self._active: list[_Instrument] = []   # instruments with at least one subscriber
         self._delay_line: deque = deque()       # (due, client, frame) in send order
         self._counters = dict(connections_total=0, rejected_handshakes=0, sent=0, pings=0,
-                              error_frames_sent=0)
+                              error_frames_sent=0, raw_sent=0, dropped_slow_client=0, skipped=0)
         self._sent_by_token: dict[tuple[int, str], int] = {}
+        self.max_client_buffer = 4 * 2**20   # bytes; see "A client that stops reading" above
 
     # ------------------------------------------------------------------ public API
     @property
@@ -369,6 +381,7 @@ class Simulator:
                 raise
             self._thread = thread
             self.rest.start()
+            self.orders.start()
             return self
 
     def stop(self) -> None:
@@ -381,6 +394,7 @@ class Simulator:
             thread.join(timeout=30)
             self._thread = self._loop = None
             self.rest.stop()
+            self.orders.stop()
 
     def publish(self, n_per_token: int, tokens=None) -> None:
         """Send ``n_per_token`` ticks per token, round-robin, as fast as the sockets take them.
@@ -410,10 +424,44 @@ class Simulator:
         if self.running:
             self._call(self._send_raw(frame))
 
-    def drop_connections(self) -> None:
-        """Abort every client's TCP connection without a close handshake; keep listening."""
+    def drop_connections(self, missed: int = 0) -> None:
+        """Abort every client's TCP connection without a close handshake; keep listening.
+
+        ``missed``: the market moves on meanwhile: each instrument the clients
+        held advances that many ticks nobody receives (a sequence gap).
+        """
         if self.running:
-            self._apply(self._drop_connections)
+            self._apply(self._drop_connections, missed)
+
+    def skip(self, n: int, tokens=None) -> None:
+        """Advance ``n`` ticks per token (default: every subscribed one) without sending them."""
+        keys = None if tokens is None else _token_keys(tokens)
+        self._apply(self._skip, n, keys)
+
+    def send_frames(self, frames) -> None:
+        """``send_raw`` for many frames at once, in order (one crossing into the loop thread)."""
+        if self.running:
+            self._call(self._send_raw(*frames))
+
+    def set_delay(self, delay_ms: float) -> None:
+        """Change ``delay_ms`` while running; frames already delayed keep their place in the order."""
+        if delay_ms < 0:
+            raise ValueError("delay_ms must be >= 0")
+        self._apply(setattr, self, "delay_ms", float(delay_ms))
+
+    @property
+    def faults(self):
+        """Fault injection for this simulator (see ``kit.faults.Faults``)."""
+        from .faults import Faults
+        if getattr(self, "_faults", None) is None:
+            self._faults = Faults(self)
+        return self._faults
+
+    def last_price(self, exchange_type: int, token: str) -> float:
+        """The token's current price in rupees: what its latest tick carried (its opening price before any)."""
+        key = (int(exchange_type), str(token))
+        inst = self._instruments.get(key) or self._apply(self._instrument, key)
+        return inst.ltp / price_divisor(exchange_type)
 
     @property
     def stats(self) -> dict:
@@ -644,25 +692,48 @@ class Simulator:
         now_ms = time.time_ns() // 1_000_000
         stamp = time.perf_counter_ns if self.stamp_send_ns else None
         send, subscribers_of, sent_by_token = self._send, self._subscribers, self._sent_by_token
-        sent = 0
+        slow = self._slow_clients()
+        sent = dropped = 0
         for inst in instruments:
             inst.advance(stamp() if stamp else now_ms)
             subscribers = subscribers_of.get(inst.key)
             if not subscribers:
                 continue
             frames = {}
+            n = 0
             for client, mode in subscribers.items():
+                if slow and client in slow:
+                    dropped += 1
+                    continue
                 frame = frames.get(mode)
                 if frame is None:
                     frame = frames[mode] = inst.encode(mode)
                 send(client, frame)
-            sent += len(subscribers)
-            sent_by_token[inst.key] = sent_by_token.get(inst.key, 0) + len(subscribers)
+                n += 1
+            sent += n
+            sent_by_token[inst.key] = sent_by_token.get(inst.key, 0) + n
         self._counters["sent"] += sent
+        if dropped:
+            self._counters["dropped_slow_client"] += dropped
+
+        self.orders.on_trades(instruments)   # resting orders these prices cross fill now
+
+    def _slow_clients(self) -> set:
+        """Clients whose write buffer is over ``max_client_buffer``.
+
+        websockets' ``broadcast`` has no backpressure, so without this a client
+        that stops reading would grow the server's memory without bound. Only a
+        client whose writes are already paused (over websockets' high-water
+        mark) has its buffer measured.
+        """
+        cap = self.max_client_buffer
+        return {c for c in self._clients
+                if getattr(c.ws, "paused", True) and c.ws.transport is not None
+                and c.ws.transport.get_write_buffer_size() > cap}
 
     def _send(self, client: _Client, frame: bytes | str) -> None:
         """Write one frame now, or put it on the delay line. Never waits."""
-        if self.delay_ms:
+        if self.delay_ms or self._delay_line:   # after set_delay(0), what is still delayed goes first
             self._delay_line.append((self._loop.time() + self.delay_ms / 1000, client, frame))
             self._delay_line_idle.clear()
             self._wake_delay_line.set()
@@ -709,17 +780,33 @@ class Simulator:
             done += rounds
             await self._flush()
 
-    async def _send_raw(self, frame: bytes | str) -> None:
-        for client in self._clients:
-            self._send(client, frame)
+    async def _send_raw(self, *frames: bytes | str) -> None:
+        for i, frame in enumerate(frames):
+            for client in self._clients:
+                self._send(client, frame)
+                self._counters["raw_sent"] += 1
+            if i % _FLOOD_CHUNK == _FLOOD_CHUNK - 1:
+                await self._flush()
         await self._flush()
 
-    def _drop_connections(self) -> None:
+    def _drop_connections(self, missed: int = 0) -> None:
+        held = set()
         for client in list(self._clients):
+            held.update(client.subs)
             # Forget it now, so no tick is written to the aborted transport
             # before websockets notices the connection is lost.
             self._forget(client)
             client.ws.transport.abort()
+        if missed:
+            self._skip(missed, sorted(held))
+
+    def _skip(self, n: int, keys: list[tuple[int, str]] | None) -> None:
+        instruments = list(self._active) if keys is None else [self._instrument(k) for k in keys]
+        now_ms = time.time_ns() // 1_000_000
+        for inst in instruments:
+            for _ in range(n):
+                inst.advance(now_ms)
+        self._counters["skipped"] += n * len(instruments)
 
     def _set_rate(self, rate: float) -> None:
         self.rate = rate
@@ -786,6 +873,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  rate {sim.rate:g} ticks/s per subscribed token, seed {sim.seed}\n"
           f"REST for SmartConnect(root=...): {sim.rest.url}  (login env: "
           f"{' '.join(f'{k}={v}' for k, v in sim.rest.credentials.env().items())})\n"
+          f"order updates: {sim.orders.url}  instrument master: {sim.orders.master_url}\n"
           f"subscribe with:\n  {json.dumps(example)}\n"
           f"Ctrl-C stops.", flush=True)
     try:

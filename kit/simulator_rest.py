@@ -83,10 +83,14 @@ class RestSimulator:
         self.limit(LOGIN_PATH, 1, 1.0)
 
     # ------------------------------------------------------------------ registration
-    def route(self, method: str, path: str, *, secure: bool = True):
-        """Register ``handler(RestRequest) -> dict | (http_status, dict | str)``."""
+    def route(self, method: str, path: str, *, secure: bool = True, public: bool = False):
+        """Register ``handler(RestRequest) -> dict | list | (http_status, dict | list | str)``.
+
+        ``secure`` routes need the session's JWT; ``public`` ones need no API
+        key either (a plain GET, like Angel One's instrument master file).
+        """
         def register(handler):
-            self._routes[(method.upper(), path)] = (handler, secure)
+            self._routes[(method.upper(), path)] = (handler, secure and not public, public)
             return handler
         return register
 
@@ -168,9 +172,9 @@ class RestSimulator:
             return self._send(http, 404, reply(status=False, message=f"no route {method} {path}", errorcode="AB404"))
         if self._rate_limited(path):
             return self._send(http, 403, RATE_LIMIT_TEXT)
-        handler, secure = entry
+        handler, secure, public = entry
         headers = {k.lower(): v for k, v in http.headers.items()}
-        if headers.get("x-privatekey") != self.credentials.api_key:
+        if not public and headers.get("x-privatekey") != self.credentials.api_key:
             return self._send(http, 200, reply(status=False, message="Invalid API Key", errorcode="AG8004"))
         if secure and headers.get("authorization", "") != f"Bearer {self.credentials.jwt}":
             return self._send(http, 403, {"message": "Invalid Token", "errorcode": "AG8001", "status": False,
@@ -195,11 +199,14 @@ class RestSimulator:
             body, ctype = payload.encode(), "text/plain"
         else:
             body, ctype = json.dumps(payload).encode(), "application/json"
-        http.send_response(status_code)
-        http.send_header("Content-Type", ctype)
-        http.send_header("Content-Length", str(len(body)))
-        http.end_headers()
-        http.wfile.write(body)
+        try:
+            http.send_response(status_code)
+            http.send_header("Content-Type", ctype)
+            http.send_header("Content-Length", str(len(body)))
+            http.end_headers()
+            http.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the client gave up waiting (a timeout): ordinary, nothing to answer
 
     # ------------------------------------------------------------------ login
     def _login(self, req: RestRequest):

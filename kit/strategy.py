@@ -85,4 +85,8 @@ class Strategy:
         """Called once after the last tick, or when the strategy is swapped out."""
 
     def on_gap(self, gap) -> None:
-        """Called after a reconnect when ticks for a token were missed (see ``kit.feed.Gap``)."""
+        """Called after a reconnect when ticks for a token were missed (see ``kit.feed.Gap``).
+
+        Runs like ``on_tick`` (same thread, same lock), just before the first
+        tick after the gap, e.g. to restart the token's indicators.
+        """

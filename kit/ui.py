@@ -149,6 +149,11 @@ class Dashboard(widgets.VBox):
         self.kill_button = widgets.Button(description="Kill switch", icon="power-off", button_style="danger",
                                           tooltip="halt trading: reject every new signal, cancel open orders",
                                           layout=widgets.Layout(width="120px"))
+        self.export_button = widgets.Button(description="Export", icon="file-export",
+                                            tooltip="write the current strategy to a standalone script",
+                                            layout=widgets.Layout(width="90px"))
+        self.export_path = widgets.Text(value="", placeholder="strategies/<strategy>.py",
+                                        layout=widgets.Layout(width="210px"))
         self.token_select = widgets.Dropdown(options=tokens, value=self._token, description="token",
                                              layout=widgets.Layout(width="190px"))
         self.status_line = widgets.HTML()
@@ -166,11 +171,12 @@ class Dashboard(widgets.VBox):
         self.start_button.on_click(self._on_start)
         self.stop_button.on_click(self._on_stop)
         self.kill_button.on_click(self._on_kill)
+        self.export_button.on_click(self._on_export)
         self.mode_toggle.observe(self._on_mode, names="value")
         self.token_select.observe(self._on_token, names="value")
 
         controls = widgets.HBox([self.badge, self.mode_toggle, self.start_button, self.stop_button,
-                                 self.kill_button, self.token_select],
+                                 self.kill_button, self.token_select, self.export_button, self.export_path],
                                 layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
         charts = widgets.HBox([self.latency_fig, self.throughput_fig])
         super().__init__([controls, self.status_line, self.message, self.price_fig, charts])
@@ -229,6 +235,23 @@ class Dashboard(widgets.VBox):
             log.exception("kill switch failed")
             self._say(f"kill switch failed: {type(exc).__name__}: {exc}", error=True)
         self._wake.set()
+
+    def _on_export(self, _button=None) -> None:
+        """Write the running strategy's class, with what it uses from the notebook, to a script."""
+        from .export import ExportError, default_script_path, export_strategy
+        strategy = self.trader.strategy
+        if strategy is None:
+            self._say("no strategy to export: assign trader.strategy first", error=True)
+            return
+        path = self.export_path.value.strip() or str(default_script_path(type(strategy)))
+        try:
+            written = export_strategy(type(strategy), path)
+            self._say(f"exported {type(strategy).__name__} to {written}; run: python {written} --feed sim")
+        except ExportError as exc:
+            self._say(f"export failed: {exc}", error=True)
+        except Exception as exc:
+            log.exception("export failed")
+            self._say(f"export failed: {type(exc).__name__}: {exc}", error=True)
 
     def _on_mode(self, change) -> None:
         # trader.mode first, then _applied_mode: a refresh in between sees the
@@ -395,6 +418,7 @@ class Dashboard(widgets.VBox):
                 if _dashboards.get(self.trader.config.name) is self:
                     del _dashboards[self.trader.config.name]
             for child in (self.badge, self.mode_toggle, self.start_button, self.stop_button, self.kill_button,
+                          self.export_button, self.export_path,
                           self.token_select, self.status_line, self.message, self.price_fig,
                           self.latency_fig, self.throughput_fig, *self.children):
                 child.close()

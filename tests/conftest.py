@@ -90,3 +90,12 @@ def kernel(tmp_path):
     session.run(f"import sys; sys.path.insert(0, {str(ROOT)!r})")
     yield session
     session.close()
+
+
+@pytest.fixture(autouse=True)
+def _kit_dirs_in_tmp(tmp_path_factory, monkeypatch):
+    """Instrument caches and journals go to a per-test temporary directory, never to ~ or the cwd."""
+    base = tmp_path_factory.mktemp("kit-dirs")
+    monkeypatch.setenv("SMARTAPI_KIT_CACHE", str(base / "cache"))
+    monkeypatch.setenv("SMARTAPI_KIT_DATA", str(base / "data"))
+    yield base

@@ -112,3 +112,23 @@ print(len(r.signals))
         assert len(nb) > 10, "the strategy should trade on this recording"
         cols = ["token", "side", "qty", "tick_seq"]
         assert nb[cols].to_dict("records") == sc[cols].to_dict("records"), mode
+
+
+def test_the_dashboard_export_button_writes_the_running_strategy(kernel, tmp_path):
+    for cell in STRATEGY_CELLS:
+        kernel.run(cell)
+    out = kernel.run("""
+trader = kit.LiveTrader(kit.TraderConfig(feed="sim", name="export-button"))
+trader.strategy = Momentum()
+dash = kit.dashboard(trader, interval=None)
+dash.export_button.click()
+print(dash.message.value)
+dash.export_path.value = "out/custom.py"
+assert callable(kit.export_strategy)  # the public name
+dash.export_button.click()
+print(dash.message.value)
+dash.close(); trader.close()
+""")
+    assert "exported Momentum to strategies/momentum.py" in out
+    assert "class Momentum(kit.Strategy):" in (tmp_path / "strategies" / "momentum.py").read_text()
+    assert (tmp_path / "out" / "custom.py").exists()

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -169,8 +170,10 @@ def test_10_stop_ends_the_feed_thread_every_time(sim, in_tmp_cwd):
 
 
 def test_10_disconnect_from_another_thread_reconnects_every_time(sim, in_tmp_cwd):
-    # the stall watchdog drops the connection from its own thread: the same race
-    feed = _feed(sim).start()
+    # the stall watchdog drops the connection from its own thread: the same race.
+    # (Quick drops grow the backoff by design; a short cap keeps this test quick.)
+    from kit.feed import ReconnectPolicy
+    feed = _feed(sim, reconnect=ReconnectPolicy(initial_delay=0.01, max_delay=0.1)).start()
     try:
         assert feed.wait_connected(10)
         for n in range(1, 9):
@@ -224,3 +227,238 @@ def test_login_and_feed_through_the_real_clients_against_the_simulator(sim, in_t
         assert wait_until(lambda: trader.ticks_processed == 20, 10)
     finally:
         trader.close()
+
+
+def test_11_the_tcp_socket_is_closed_after_a_close_handshake(sim, in_tmp_cwd):
+    """websocket-client leaves the socket open when only the close frame was sent (or the
+    server closed first); the server then waits half-closed. The adapter closes it."""
+    import psutil
+
+    def client_side():
+        return [c for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == sim.port]
+
+    feed = _feed(sim).start()
+    assert feed.wait_connected(10)
+    held = feed._ws.wsapp.sock      # any reference (a debugger, a user's variable) keeps it from GC
+    assert client_side()
+    feed.stop()                     # the close handshake, read by the feed thread
+    assert wait_until(lambda: not client_side(), 10), client_side()
+    assert held.sock is None
+    assert feed.stats.socket_errors == 0
+
+
+# ---------------------------------------------------------------------------- the order-update socket (12–16)
+def _jwt(sim) -> str:
+    return "Bearer " + sim.rest.credentials.jwt
+
+
+def _sdk_order_socket(url: str, jwt: str, received: list):
+    """The SDK's own class, instrumented, with its retry delay cut so the control tests run fast."""
+    class Probe(sdk_adapter.SmartWebSocketOrderUpdate):
+        def on_message(self, wsapp, message):
+            received.append(message)
+
+    sock = Probe(jwt, "key", "SIM0001", "feed")
+    sock.WEBSOCKET_URI = url
+    sock.RETRY_DELAY_SECONDS = 0.05
+    return sock
+
+
+def _close_cleanly(sock) -> None:
+    """Close an SDK socket with a plain close handshake read on its own thread.
+
+    (The SDK's own ``close_connection`` races its socket thread and can hang it,
+    which the kit's subclass also fixes; the controls must not depend on that race.)
+    """
+    app = sock.wsapp
+    app.keep_running = False
+    ws = app.sock
+    if ws is not None and ws.connected:
+        ws.send_close()
+        # websocket-client never closes the TCP socket after send_close(): do it once the reply is in.
+        threading.Timer(0.5, ws.shutdown).start()
+
+
+def _kit_order_socket(url: str, jwt: str, **kwargs):
+    sock = sdk_adapter.KitOrderUpdateSocket(url, jwt, "key", "SIM0001", "feed", **kwargs)
+    sock.updates, sock.texts, sock.errors, sock.closes = [], [], [], []
+    sock.on_update = sock.updates.append
+    sock.on_text = lambda kind, payload: sock.texts.append(kind)
+    sock.on_socket_error = sock.errors.append
+    sock.on_connect = lambda: None
+    sock.on_disconnect = lambda code, reason: sock.closes.append(code)
+    return sock
+
+
+def _in_thread(fn) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t
+
+
+def test_12_closing_the_order_update_socket_does_not_reconnect(sim, in_tmp_cwd):
+    stats = sim.orders.socket.stats
+    # Control: the SDK's class answers even a deliberate, clean close by reconnecting.
+    received = []
+    sdk = _sdk_order_socket(sim.orders.url, _jwt(sim), received)
+    control = _in_thread(sdk.connect)
+    assert wait_until(lambda: received, 10)
+    _close_cleanly(sdk)
+    assert wait_until(lambda: stats["connections_total"] == 2 and len(received) == 2, 10)
+    sdk.MAX_CONNECTION_RETRY_ATTEMPTS = 0
+    _close_cleanly(sdk)
+    control.join(10)
+    assert wait_until(lambda: sim.orders.socket.connections == 0, 10)
+    # The kit's subclass: a close is final, and connect() returns promptly.
+    sock = _kit_order_socket(sim.orders.url, _jwt(sim))
+    t = _in_thread(sock.connect)
+    assert wait_until(lambda: len(sock.updates) == 1, 10)            # the AB00 greeting
+    sock.close_connection()
+    t.join(10)
+    assert not t.is_alive() and sock.closes and not sock.errors
+    time.sleep(0.3)
+    assert stats["connections_total"] == 3 and sim.orders.socket.connections == 0
+
+
+def test_13_a_refused_token_is_not_retried(sim, in_tmp_cwd):
+    from kit.order_updates import OrderUpdateStream
+    stats = sim.orders.socket.stats
+    sdk = _sdk_order_socket(sim.orders.url, "Bearer forged", [])
+    sdk.connect()                                                    # control: 1 + 2 retries, each after a sleep
+    assert stats["rejected_handshakes"] == 3
+    stream = OrderUpdateStream(sim.orders.url, FeedCredentials("Bearer forged", "key", "SIM0001", "feed"),
+                               lambda m: None)
+    stream.start()
+    try:
+        assert wait_until(lambda: stream.stats.auth_failed and not stream.running, 10)
+        assert stats["rejected_handshakes"] == 4 and "401" in stream.stats.last_error
+    finally:
+        stream.stop()
+
+
+def test_14_pongs_are_not_order_updates(sim, in_tmp_cwd):
+    received = []
+    sdk = _sdk_order_socket(sim.orders.url, _jwt(sim), received)
+    sdk.HEARTBEAT_INTERVAL_SECONDS = 0.1
+    sdk.MAX_CONNECTION_RETRY_ATTEMPTS = 0
+    control = _in_thread(sdk.connect)
+    assert wait_until(lambda: b"" in received, 10)                   # control: a pong delivered as a message
+    _close_cleanly(sdk)
+    control.join(10)
+    sock = _kit_order_socket(sim.orders.url, _jwt(sim), protocol_ping_interval=0.1)
+    t = _in_thread(sock.connect)
+    try:
+        assert wait_until(lambda: sock.last_pong_timestamp is not None, 10)
+        assert wait_until(lambda: sock.send_heartbeat() and "pong" in sock.texts, 10)   # Angel One's text ping
+        time.sleep(0.5)
+        assert [u["order-status"] for u in sock.updates] == ["AB00"]   # only the greeting
+    finally:
+        sock.close_connection()
+        t.join(10)
+
+
+def _self_signed_cert(directory):
+    import shutil
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_15_wss_certificates_are_verified(tmp_path):
+    import ssl
+    from websockets.sync.server import serve
+    cert, key = _self_signed_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def greet(ws):
+        ws.send(json.dumps({"order-status": "AB00", "orderData": {}}))
+        for _ in ws:
+            pass
+
+    with serve(greet, "127.0.0.1", 0, ssl=context) as server:
+        _in_thread(server.serve_forever)
+        url = f"wss://127.0.0.1:{server.socket.getsockname()[1]}/smart-order-update"
+        received = []
+        sdk = _sdk_order_socket(url, "Bearer x", received)
+        sdk.MAX_CONNECTION_RETRY_ATTEMPTS = 0
+        control = _in_thread(sdk.connect)
+        assert wait_until(lambda: received, 10)                      # control: CERT_NONE accepts anyone
+        _close_cleanly(sdk)
+        control.join(10)
+        sock = _kit_order_socket(url, "Bearer x")
+        sock.connect()                                               # returns after the failed handshake
+        server.shutdown()
+    assert sock.updates == [] and "CERTIFICATE_VERIFY_FAILED" in str(sock.errors[0])
+
+
+def test_16_no_log_directory_and_no_message_logging(sim, in_tmp_cwd, caplog):
+    sock = _kit_order_socket(sim.orders.url, _jwt(sim))
+    with caplog.at_level(logging.DEBUG):
+        t = _in_thread(sock.connect)
+        assert wait_until(lambda: len(sock.updates) == 1, 10)
+        sock.close_connection()
+        t.join(10)
+    assert "Received message" not in caplog.text and "AB00" not in caplog.text
+    # in_tmp_cwd fails the test if logs/ appeared
+
+
+def test_3_no_secret_on_the_order_path(in_tmp_cwd, caplog, capfd, tmp_path_factory):
+    """Canary credentials through login, orders, a refused order, a failed cancel and the journal."""
+    import kit
+    from kit.journal import Journal
+    from kit.risk import RiskLimits
+    from kit.simulator import SimCredentials, Simulator
+    canary = SimCredentials(auth_token="CANARYJWT.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ",
+                            api_key="CANARY-API-KEY-5c1d", feed_token="CANARY-FEED-TOKEN-77aa")
+    sim = Simulator(rate=0, credentials=canary)
+    sim.rest.credentials = RestCredentials(client_code=canary.client_code, api_key=canary.api_key,
+                                           pin="PIN-CANARY-3141", jwt=canary.auth_token,
+                                           feed_token=canary.feed_token)
+    secrets_ = [canary.auth_token, canary.api_key, canary.feed_token, "PIN-CANARY-3141",
+                sim.rest.credentials.totp_secret, sim.rest.credentials.refresh_token]
+    journal = tmp_path_factory.mktemp("canary") / "journal.sqlite"
+    sim.start()
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={2: ["43650"]}, journal=str(journal),
+                                             risk=RiskLimits(max_daily_loss=1e6, enforce_hours="never"),
+                                             name="canary"))
+    trader.simulator = sim
+    try:
+        with caplog.at_level(logging.DEBUG):
+            trader.start()
+            assert trader.broker.wait_ready(10)
+            trader.arm_live(confirm=canary.client_code)
+            tick = kit.Tick("43650", 2, 1, 0, 0, sim.last_price(2, "43650"))
+            good, _ = trader.submit(kit.Signal.buy(tick, 65))
+            sim.orders.reject_next("RMS:Margin Exceeds")
+            trader.submit(kit.Signal.buy(tick, 65))
+            trader.broker.product = "NOPE"                           # REST refusal: the SDK logs its headers
+            trader.submit(kit.Signal.buy(tick, 65))
+            assert wait_until(lambda: not trader.broker.open_orders(), 10)
+            trader.broker.cancel(good.order_id)                      # already complete: no-op
+            exported = trader.broker.orders_df().to_csv() + trader.broker.fills_df().to_csv()
+            shown = repr(trader) + repr(trader.status) + repr(trader.session) + repr(trader.broker)
+            print(exported, shown)
+    finally:
+        trader.close()
+        sim.stop()
+    assert "Error occurred while making a POST request" in caplog.text   # the SDK did log the refusal...
+    captured = capfd.readouterr()
+    stored = b"".join(p.read_bytes() for p in journal.parent.iterdir())
+    assert len(Journal(journal).orders()) == 3
+    everything = caplog.text + captured.out + captured.err + exported + shown
+    for secret in secrets_:
+        assert secret not in everything, secret[:8]
+        assert secret.encode() not in stored, secret[:8]
+
+
+def test_17_the_refresh_token_in_a_logged_request_line_is_masked(sim, in_tmp_cwd, caplog):
+    c = sim.rest.credentials
+    with caplog.at_level(logging.DEBUG):
+        login(Credentials(c.api_key, c.client_code, c.pin, c.totp_secret), root=sim.rest.url)
+    profile_lines = [r.getMessage() for r in caplog.records if "getProfile" in r.getMessage()]
+    assert any(line.startswith("http://") and "getProfile?***" in line for line in profile_lines)  # urllib3's line
+    assert c.refresh_token not in caplog.text and c.jwt not in caplog.text
