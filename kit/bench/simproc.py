@@ -9,7 +9,7 @@ every process, so the send stamps it writes (``stamp_send_ns``) can be compared
 with the client's receive stamps.
 
 ``SimProcess`` has what ``LiveTrader`` uses of a ``Simulator`` (``start``,
-``stop``, ``url``, ``credentials``), so it can be assigned to
+``stop``, ``url``, ``credentials``, ``orders.master_url``), so it can be assigned to
 ``trader.simulator``, and forwards ``publish``, ``set_rate``,
 ``wait_for_subscribers`` and ``stats`` to the real one:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from types import SimpleNamespace
 
 from ..simulator import SimCredentials
 
@@ -35,7 +36,8 @@ def _serve(conn, kwargs: dict) -> None:
     except BaseException as exc:
         conn.send(("error", repr(exc)))
         return
-    conn.send(("ready", sim.url, os.getpid()))
+    orders = getattr(sim, "orders", None)      # the simulated exchange's REST side, if this kit has one
+    conn.send(("ready", sim.url, os.getpid(), getattr(orders, "master_url", None)))
     try:
         while True:
             try:
@@ -62,6 +64,7 @@ class SimProcess:
         self.credentials = SimCredentials()   # the simulator's fixed defaults
         self.url: str | None = None
         self.pid: int | None = None
+        self.orders = SimpleNamespace(master_url=None)
         self._proc = None
         self._conn = None
         self._lock = threading.Lock()         # one request on the pipe at a time
@@ -83,7 +86,9 @@ class SimProcess:
         if reply[0] != "ready":
             self.stop()
             raise RuntimeError(f"the simulator process failed to start: {reply[1]}")
-        _, self.url, self.pid = reply
+        _, self.url, self.pid, master_url = reply
+        # LiveTrader reads simulator.orders.master_url (instrument lot sizes); the rest stays in the child.
+        self.orders = SimpleNamespace(master_url=master_url)
         return self
 
     def stop(self) -> None:
