@@ -38,6 +38,11 @@ Decisions worth knowing:
   feed server sheds a slow consumer. ``publish()`` waits for room instead, so
   it never drops.
 * Faults for tests and soak runs (``kit.faults``): ``sim.faults``.
+* ``stamp_send_ns=True`` (benchmarks only, off by default) puts
+  ``time.perf_counter_ns()``, taken just before the tick is encoded and
+  written, in the exchange-timestamp field instead of epoch milliseconds.
+  ``perf_counter_ns`` is CLOCK_MONOTONIC on Linux, shared by every process on
+  the machine, so a client can subtract it from its own clock: wire to signal.
 """
 from __future__ import annotations
 
@@ -301,6 +306,8 @@ class Simulator:
     which then gets a price derived from the seed and the token.
     ``rate``: automatic ticks per second per subscribed token (0: only
     ``publish()``). ``delay_ms``: added before every frame the server sends.
+    ``stamp_send_ns``: exchange timestamps carry the send's ``perf_counter_ns``
+    (for ``kit.bench``; see the module docstring).
 
         with Simulator(rate=0) as sim, connect(sim.url, additional_headers=sim.credentials.headers()) as ws:
             ws.send(json.dumps({"action": 1, "params": {"mode": 1,
@@ -311,7 +318,8 @@ class Simulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tokens: Mapping | None = None,
                  rate: float = 2.0, seed: int = 7, delay_ms: float = 0.0,
-                 credentials: SimCredentials | None = None, max_subscriptions: int = 1000):
+                 credentials: SimCredentials | None = None, max_subscriptions: int = 1000,
+                 stamp_send_ns: bool = False):
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError("the simulator listens on loopback only")
         if rate < 0 or delay_ms < 0:
@@ -320,6 +328,7 @@ class Simulator:
         self.seed = seed
         self.rate = float(rate)
         self.delay_ms = float(delay_ms)
+        self.stamp_send_ns = bool(stamp_send_ns)
         self.credentials = credentials or SimCredentials()
         c = self.credentials
         # The REST side (login, ...) hands out exactly the tokens this socket accepts.
@@ -681,11 +690,12 @@ class Simulator:
         a flood never interleave out of sequence on a socket.
         """
         now_ms = time.time_ns() // 1_000_000
+        stamp = time.perf_counter_ns if self.stamp_send_ns else None
         send, subscribers_of, sent_by_token = self._send, self._subscribers, self._sent_by_token
         slow = self._slow_clients()
         sent = dropped = 0
         for inst in instruments:
-            inst.advance(now_ms)
+            inst.advance(stamp() if stamp else now_ms)
             subscribers = subscribers_of.get(inst.key)
             if not subscribers:
                 continue
