@@ -132,3 +132,29 @@ dash.close(); trader.close()
     assert "exported Momentum to strategies/momentum.py" in out
     assert "class Momentum(kit.Strategy):" in (tmp_path / "strategies" / "momentum.py").read_text()
     assert (tmp_path / "out" / "custom.py").exists()
+
+
+def test_ctrl_c_stops_the_exported_script_cleanly_with_the_summary(kernel, tmp_path):
+    import signal
+    import time
+    for cell in STRATEGY_CELLS:
+        kernel.run(cell)
+    script = tmp_path / "momentum.py"
+    kernel.run(f"import kit.export; kit.export.export_strategy(Momentum, {str(script)!r})")
+    proc = subprocess.Popen([sys.executable, str(script), "--feed", "sim", "--duration", "0", "--rate", "50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    try:
+        line = proc.stdout.readline()               # "running Momentum ... (Ctrl-C stops)"
+        assert "Ctrl-C stops" in line
+        time.sleep(3)                                # let ticks flow through the main-thread consumer
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "latency per stage per mode" in out and "ticks_processed=" in out
+    processed = int(out.split("ticks_processed=")[1].split()[0])
+    assert processed > 0
