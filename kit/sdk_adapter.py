@@ -313,7 +313,8 @@ else:  # pragma: no cover - a websocket-client without it
 
 # --------------------------------------------------------------------------- closing from another thread
 class _ClosesCleanly:
-    """A close requested from another thread that neither hangs nor leaks the TCP socket.
+    """What both kit sockets share: the text heartbeat, and a close requested from
+    another thread that neither hangs nor leaks the TCP socket.
 
     ``WebSocketApp.close()`` reads the server's close reply on the *calling*
     thread while the socket thread sits in ``select()`` on the same socket,
@@ -324,6 +325,17 @@ class _ClosesCleanly:
     websocket-client skips after ``send_close``).
     """
     _socket = None
+
+    def send_heartbeat(self) -> bool:
+        """Angel One's text ``ping`` (8; the server answers text ``pong``). Both sockets document it."""
+        app = self.wsapp
+        try:
+            if app is not None and app.sock is not None and app.sock.connected:
+                app.send("ping")
+                return True
+        except Exception as exc:  # a dying socket: the read loop will report it
+            log.debug("heartbeat not sent: %s", exc)
+        return False
 
     def _run_forever(self, app, **kwargs) -> None:
         self._socket = None
@@ -464,17 +476,6 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         if self.on_disconnect:
             self.on_disconnect(close_status_code, close_msg)
 
-    # ---- 8: Angel One's text heartbeat
-    def send_heartbeat(self) -> bool:
-        app = self.wsapp
-        try:
-            if app is not None and app.sock is not None and app.sock.connected:
-                app.send(self.HEART_BEAT_MESSAGE)
-                return True
-        except Exception as exc:  # a dying socket: the read loop will report it
-            log.debug("heartbeat not sent: %s", exc)
-        return False
-
     # ---- 7: every frame, binary and text; the hot path
     def _decode_with_sdk(self, data, recv_ns):
         return wire.tick_from_sdk_dict(self._parse_binary_data(data), recv_ns)
@@ -576,17 +577,6 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
     def on_pong(self, wsapp, data):
         # 14: a protocol pong is a heartbeat, not an order update.
         self.last_pong_timestamp = time.time()
-
-    def send_heartbeat(self) -> bool:
-        """Angel One's text ``ping`` (the server answers text ``pong``)."""
-        app = self.wsapp
-        try:
-            if app is not None and app.sock is not None and app.sock.connected:
-                app.send(self.HEARTBEAT_MESSAGE)
-                return True
-        except Exception as exc:  # a dying socket: the read loop will report it
-            log.debug("order-update heartbeat not sent: %s", exc)
-        return False
 
     # ---- 12, 14: every frame
     def on_data(self, wsapp, message, data_type, continue_flag):
