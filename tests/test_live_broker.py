@@ -153,9 +153,9 @@ def test_place_ack_update_fill_position(sim, journal, in_tmp_cwd):
         sold = trader.broker.order(exit_order.order_id)
         position = trader.broker.position(TOKEN, 2)
         assert position.qty == 0
-        assert position.realized_pnl == pytest.approx((sold.avg_price - order.avg_price) * 130)
+        assert position.realized_pnl == pytest.approx((sold.avg_price - order.avg_price) * 130, abs=1e-6)
         assert float(sim.orders.positions()[0]["realised"]) == pytest.approx(position.realized_pnl, abs=0.01)
-        assert trader.status["realized_pnl"] == pytest.approx(position.realized_pnl)
+        assert trader.status["realized_pnl"] == pytest.approx(position.realized_pnl, abs=1e-6)
     finally:
         trader.close()
     # Journal: the intent was durable before anything came back from the exchange.
