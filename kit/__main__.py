@@ -92,9 +92,10 @@ def run_strategy(strategy, args) -> int:
         duration = None if args.feed[0] == "replay" else 30.0
     else:
         duration = args.duration or None
-    print(f"running {type(strategy).__name__} on feed={' '.join(args.feed)} mode={args.mode} "
-          f"for {duration or 'ever'} s (Ctrl-C stops)", flush=True)
-    trader.run(duration=duration)
+    with trader.ctrl_c_stops_run():     # from the moment the line below says so
+        print(f"running {type(strategy).__name__} on feed={' '.join(args.feed)} mode={args.mode} "
+              f"for {duration or 'ever'} s (Ctrl-C stops)", flush=True)
+        trader.run(duration=duration)
     trader.close()
     print_report(trader)
     if args.signals_out:
@@ -116,7 +117,8 @@ def print_report(trader) -> None:
     import pandas as pd
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:,.1f}".format):
         print("\nlatency per stage per mode (microseconds):")
-        print(trader.metrics.summary())
+        summary = trader.metrics.summary()
+        print(summary if len(summary) else "(no tick was processed)")
         status = trader.status
         print("\n" + "  ".join(f"{k}={status[k]}" for k in
                                ("ticks_received", "ticks_processed", "dropped", "strategy_errors", "signals",

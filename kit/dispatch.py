@@ -207,10 +207,10 @@ class Dispatcher:
             # handle what is still queued here rather than leave it for a later run.
             self.consume()
         self._consumer = None
-        self._drain_stop_markers()
+        self.discard_stop_markers()
 
-    def _drain_stop_markers(self) -> None:
-        # A stop marker nobody consumed (no consumer was running) must not end the next run.
+    def discard_stop_markers(self) -> None:
+        """Remove stop markers nobody consumed, keeping the ticks: they must not end the next run."""
         kept = []
         while True:
             try:

@@ -17,8 +17,10 @@ first, so re-running a notebook cell never leaves two feeds running.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -143,6 +145,7 @@ class LiveTrader:
         self.last_strategy_error: str = ""
         self.rejected_signals = 0
         self.started_at: float | None = None
+        self.interrupted = False            # the last run() ended by Ctrl-C
         self.recorder = None
         # Gaps in the feed (issue 7): every one found, and those the strategy has yet to hear of.
         self.gaps: deque[Gap] = deque(maxlen=SmartFeed.GAP_HISTORY)
@@ -358,15 +361,49 @@ class LiveTrader:
         """Start, consume on the calling thread until ``duration`` elapses (or Ctrl-C), stop.
 
         With ``feed="replay"`` it also returns once every replayed tick was handled.
+        On the main thread, the first Ctrl-C (or a kernel interrupt) ends the run
+        cleanly, at any moment, starting included; a second one interrupts at once.
         """
-        self.start(consumer_thread=False)
-        until = None if duration is None else time.monotonic() + duration
+        with self.ctrl_c_stops_run():
+            try:
+                self.start(consumer_thread=False)
+                until = None if duration is None else time.monotonic() + duration
+                self.dispatcher.consume(until=until)
+            except KeyboardInterrupt:
+                log.info("interrupted; stopping")
+            finally:
+                self.stop()
+
+    @contextlib.contextmanager
+    def ctrl_c_stops_run(self):
+        """While inside, the first SIGINT makes ``run()`` return instead of raising KeyboardInterrupt.
+
+        A KeyboardInterrupt lands between any two bytecodes: just after a lock was
+        taken, say, which ``stop()`` then waits for forever. So the first Ctrl-C
+        only asks the main-thread consumer to finish (a stop marker put on the
+        ``SimpleQueue``, whose ``put`` is safe in a signal handler); the second
+        restores Python's handler and interrupts for real. Off the main thread,
+        where signal handlers cannot be set, it does nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def first_ctrl_c(signum, frame):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.interrupted = True
+            self.dispatcher.finish()
+
+        self.interrupted = False
+        signal.signal(signal.SIGINT, first_ctrl_c)
         try:
-            self.dispatcher.consume(until=until)
-        except KeyboardInterrupt:
-            log.info("interrupted; stopping")
+            yield
         finally:
-            self.stop()
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            if not self._running:
+                # A Ctrl-C that came while stopping left a marker that would end the next run at once.
+                self.dispatcher.discard_stop_markers()
 
     def stop(self) -> None:
         """Stop the feed, handle what is already queued, then stop the strategy. Idempotent."""

@@ -66,6 +66,12 @@ And one more in ``SmartConnect``:
     a request line that urllib3 logs at DEBUG. The redactor guards urllib3's
     logger and masks query strings.
 
+18. A normal close (code 1000), whoever started it, is passed to ``on_error``
+    as a ``WebSocketConnectionClosedException`` and logged at ERROR
+    ("Connection closed normally (code 1000) - goodbye"): every clean stop
+    ended with an error line. Here it is neither reported as an error nor
+    logged; ``on_close`` still reports the close with its code.
+
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
@@ -164,6 +170,22 @@ for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect",
               "websockets.server", "websockets.client",    # both log handshake headers at DEBUG
               "urllib3.connectionpool"):                   # logs request lines, query strings included (17)
     _guard_logger(logging.getLogger(_name))
+
+
+# --------------------------------------------------------------------------- 18. a normal close is no error
+_NORMAL_CLOSE = "Connection closed normally (code 1000)"
+
+
+def _is_normal_close(error) -> bool:
+    return isinstance(error, websocket.WebSocketConnectionClosedException) and str(error).startswith(_NORMAL_CLOSE)
+
+
+class _NormalCloseIsNoError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.getMessage().startswith(_NORMAL_CLOSE))
+
+
+logging.getLogger("websocket").addFilter(_NormalCloseIsNoError("kit-normal-close"))
 
 
 # --------------------------------------------------------------------------- 1. + 2. safe import
@@ -467,7 +489,7 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
 
     def _on_error(self, wsapp, error):
         # 5: report only. websocket-client ends run_forever after a fatal error by itself.
-        if self.on_socket_error:
+        if self.on_socket_error and not _is_normal_close(error):   # 18
             self.on_socket_error(error)
 
     def _on_close(self, wsapp, close_status_code=None, close_msg=None):
@@ -563,7 +585,7 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
             self.on_connect()
 
     def on_error(self, wsapp, error):
-        if self.on_socket_error:
+        if self.on_socket_error and not _is_normal_close(error):    # 18
             self.on_socket_error(error)
 
     def on_close(self, wsapp, close_status_code=None, close_msg=None):

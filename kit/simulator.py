@@ -433,6 +433,11 @@ class Simulator:
         if self.running:
             self._apply(self._drop_connections, missed)
 
+    def close_connections(self, code: int = 1000, reason: str = "") -> None:
+        """Close every client's connection with a close handshake (``code``); keep listening."""
+        if self.running:
+            self._call(self._close_connections(code, reason))
+
     def skip(self, n: int, tokens=None) -> None:
         """Advance ``n`` ticks per token (default: every subscribed one) without sending them."""
         keys = None if tokens is None else _token_keys(tokens)
@@ -799,6 +804,12 @@ class Simulator:
             client.ws.transport.abort()
         if missed:
             self._skip(missed, sorted(held))
+
+    async def _close_connections(self, code: int, reason: str) -> None:
+        clients = list(self._clients)
+        for client in clients:
+            self._forget(client)
+        await asyncio.gather(*(client.ws.close(code, reason) for client in clients), return_exceptions=True)
 
     def _skip(self, n: int, keys: list[tuple[int, str]] | None) -> None:
         instruments = list(self._active) if keys is None else [self._instrument(k) for k in keys]

@@ -152,6 +152,28 @@ def test_6_a_clean_close_is_not_an_error_and_does_not_reconnect(sim, in_tmp_cwd)
     assert sim.stats["connections"] == 0
 
 
+def test_18_a_normal_close_is_neither_an_error_nor_logged_as_one(sim, in_tmp_cwd, caplog):
+    caplog.set_level(logging.DEBUG)
+    feed = _feed(sim).start()
+    assert feed.wait_connected(10)
+    sim.close_connections(1000, "end of session")          # the server closes, with the handshake
+    assert wait_until(lambda: feed.stats.reconnects == 1 and feed.stats.connected, 10)
+    feed.stop()                                            # and the kit closes, with the handshake
+    assert wait_until(lambda: sim.stats["connections"] == 0, 5)
+    assert feed.stats.socket_errors == 0, feed.stats.last_error
+    assert feed.stats.last_disconnect_reason in ("closed by server: 1000 end of session", "stopped")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    # The order-update socket: its normal close reaches on_disconnect and nothing else.
+    sock = _kit_order_socket(sim.orders.url, _jwt(sim))
+    t = _in_thread(sock.connect)
+    assert wait_until(lambda: len(sock.updates) == 1, 10)
+    sock.close_connection()
+    t.join(10)
+    assert len(sock.closes) == 1 and not sock.errors
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_10_stop_ends_the_feed_thread_every_time(sim, in_tmp_cwd):
     # websocket-client's WebSocketApp.close() reads the server's close frame on the
     # calling thread, racing the feed thread's read; about one stop in three left the
