@@ -179,11 +179,24 @@ class _Instrument:
                 self.avg_price = price
         self.has_filled = True
 
+    def after_fill(self, side: str, qty: int, price: float) -> "_Instrument":
+        """A copy of this position moved by one fill; ``self`` is unchanged (journal it, then adopt it)."""
+        moved = _Instrument(self.token, self.exchange_type)
+        moved.qty, moved.avg_price, moved.realized_pnl = self.qty, self.avg_price, self.realized_pnl
+        moved.apply_fill(side, qty, price)
+        return moved
+
     def snapshot(self) -> Position:
         unrealized = (self.last_price - self.avg_price) * self.qty if self.qty else 0.0
         return Position(self.token, self.exchange_type, self.qty, self.avg_price,
                         self.last_price, self.realized_pnl, unrealized,
                         self.realized_pnl + unrealized)
+
+
+def _position_record(inst: _Instrument) -> dict:
+    """The journal's ``position`` row of an instrument."""
+    return {"exchange_type": inst.exchange_type, "token": inst.token, "qty": inst.qty,
+            "avg_price": inst.avg_price, "realized_pnl": inst.realized_pnl}
 
 
 def _fill_price(working: _Working, ltp: float) -> float | None:
