@@ -5,18 +5,28 @@ Real SQLite files under tmp_path, no mocks. Prices are exact in binary, so P&L c
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import kit
-from kit.broker import CANCELLED, COMPLETE, OPEN, REJECTED, PaperBroker
+from conftest import wait_until
+from kit.broker import CANCELLED, COMPLETE, OPEN, REJECTED, PaperBroker, _Instrument
 from kit.examples import SmaCross
 from kit.journal import Journal, data_dir
 from kit.recording import table_to_frame
 from kit.research_bench import synthetic_ticks
 from kit.strategy import BUY, SELL, Signal
 from kit.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
+
+CHILD = Path(__file__).resolve().parent / "paper_crash_child.py"
 
 
 def tick_maker():
@@ -147,3 +157,106 @@ def test_without_a_journal_paper_trading_writes_no_file(in_tmp_cwd):
     assert len(trader.broker.fills_df()) > 10
     assert list(in_tmp_cwd.iterdir()) == []
     assert not data_dir().exists() or list(data_dir().rglob("*")) == []
+
+
+# -- through the engine ----------------------------------------------------------------------------------
+
+def test_a_trader_recreated_on_the_same_journal_restores_its_positions(tmp_path, in_tmp_cwd):
+    path = tmp_path.parent / f"{tmp_path.name}-journal" / "paper.sqlite"    # outside the checked cwd
+    ticks = table_to_frame(synthetic_ticks(3000, tokens=3))
+    config = kit.TraderConfig(feed="replay", replay=ticks, replay_progress=False, journal=str(path),
+                              journal_sync="NORMAL", name="paper-journal")
+    trader = kit.LiveTrader(config)
+    assert trader.broker.journal.synchronous == "NORMAL"
+    trader.strategy = SmaCross(3, 8)
+    trader.run()
+    positions = trader.broker.positions_df()[["token", "qty", "avg_price", "realized_pnl"]]
+    orders, fills = trader.broker.orders_df(), trader.broker.fills_df()
+    assert len(fills) > 20 and positions["realized_pnl"].abs().sum() > 0
+    trader.close()
+
+    second = kit.LiveTrader(config)
+    assert second.broker.restored["fills"] == len(fills)
+    pd.testing.assert_frame_equal(second.broker.positions_df()[positions.columns], positions, check_exact=True)
+    pd.testing.assert_frame_equal(second.broker.orders_df(), orders, check_exact=True)
+
+    # Re-running the cell without closing: the registry closes `second`, and the file opens cleanly again.
+    third = kit.LiveTrader(config)
+    assert second.broker.submit(Signal("43650", BUY, 1, exchange_type=2), None).status == REJECTED
+    pd.testing.assert_frame_equal(third.broker.positions_df()[positions.columns], positions, check_exact=True)
+    order = third.broker.submit(Signal("43650", BUY, 1, exchange_type=2), None)
+    assert order.status == OPEN and order.order_id not in set(orders["order_id"])
+    third.close()
+    assert Journal(path).orders()[-1]["order_id"] == order.order_id
+
+
+# -- kill -9 mid-stream ----------------------------------------------------------------------------------
+
+def _fill_count(path: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM fills").fetchone()[0]
+    except sqlite3.OperationalError:       # not created yet
+        return 0
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_mid_stream_leaves_a_consistent_paper_book(tmp_path, in_tmp_cwd):
+    path = tmp_path.parent / f"{tmp_path.name}-journal" / "paper.sqlite"
+    child = subprocess.Popen([sys.executable, str(CHILD), str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=in_tmp_cwd)
+    out: list[str] = []
+    err: list[str] = []
+    readers = [threading.Thread(target=lambda s=s, into=into: into.extend(iter(s.readline, "")), daemon=True)
+               for s, into in ((child.stdout, out), (child.stderr, err))]
+    for r in readers:
+        r.start()
+    try:
+        assert wait_until(lambda: _fill_count(path) >= 300 or child.poll() is not None, 90), "".join(err[-20:])
+        assert child.poll() is None, "".join(err[-40:])        # still trading when killed
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+    for r in readers:
+        r.join(10)
+
+    journal = Journal(path)
+    orders = {o["order_id"]: o for o in journal.orders()}
+    fills = journal.fills()
+    positions = {(p["exchange_type"], p["token"]): p for p in journal.positions()}
+    assert len(fills) >= 300 and any(o["status"] == OPEN for o in orders.values())
+
+    # Nothing was in the child's memory only: every fill its listener saw (after the fact) is journaled.
+    seen = [line.split()[1] for line in out if line.startswith("FILL ")]
+    assert len(seen) >= 250 and set(seen) <= {f["order_id"] for f in fills}
+
+    # Every fill has its order COMPLETE at the fill's price; every COMPLETE order has exactly one fill.
+    filled = {}
+    for f in fills:
+        order = orders[f["order_id"]]
+        assert (order["status"], order["filled_qty"], order["avg_price"]) == (COMPLETE, f["qty"], f["price"])
+        filled[f["order_id"]] = filled.get(f["order_id"], 0) + 1
+    assert filled == {oid: 1 for oid, o in orders.items() if o["status"] == COMPLETE}
+
+    # Each position is its fills, summed in journal order.
+    expected = {}
+    for f in fills:
+        key = (f["exchange_type"], f["token"])
+        expected.setdefault(key, _Instrument(f["token"], f["exchange_type"])).apply_fill(f["side"], f["qty"], f["price"])
+    assert set(positions) == set(expected)
+    for key, inst in expected.items():
+        p = positions[key]
+        assert p["qty"] == sum(f["qty"] if f["side"] == BUY else -f["qty"] for f in fills
+                               if (f["exchange_type"], f["token"]) == key)
+        assert (p["qty"], p["avg_price"], p["realized_pnl"]) == (inst.qty, inst.avg_price, inst.realized_pnl)
+    journal.close()
+
+    # A restarted broker takes the book as it is and carries on with fresh ids.
+    broker = PaperBroker(journal=Journal(path))
+    assert broker.restored["orders"] == len(orders) and broker.restored["fills"] == len(fills)
+    assert {key: p.qty for key, p in broker.positions.items()} == {key: p["qty"] for key, p in positions.items()}
+    highest = max(int(oid[1:]) for oid in orders)
+    assert broker.submit(Signal("43650", BUY, 1, exchange_type=2), None).order_id == f"P{highest + 1:06d}"
+    broker.close()
