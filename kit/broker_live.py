@@ -53,7 +53,7 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
 from .broker import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, REJECTED, Fill, Order,
-                     PositionBook, _frame, _Instrument)
+                     PositionBook, _frame, _Instrument, _position_record)
 from .instruments import EXCHANGES
 from .strategy import BUY, LIMIT, MARKET, SELL, Signal
 
@@ -159,11 +159,6 @@ def _order_record(order: LiveOrder) -> dict:
     record = dataclasses.asdict(order)
     record["client_id"] = order.order_id
     return record
-
-
-def _position_record(inst: _Instrument) -> dict:
-    return {"exchange_type": inst.exchange_type, "token": inst.token, "qty": inst.qty,
-            "avg_price": inst.avg_price, "realized_pnl": inst.realized_pnl}
 
 
 def _int(value) -> int:
@@ -690,9 +685,7 @@ class SmartApiBroker(PositionBook):
                     fill = Fill(order.order_id, order.token, order.exchange_type, order.side, qty,
                                 round(price, 6), self._clock_ns(), order.tick_seq)
                     current = self._instrument(order.token, order.exchange_type)
-                    moved = _Instrument(current.token, current.exchange_type)
-                    moved.qty, moved.avg_price, moved.realized_pnl = current.qty, current.avg_price, current.realized_pnl
-                    moved.apply_fill(order.side, qty, fill.price)
+                    moved = current.after_fill(order.side, qty, fill.price)
                 if order.order_id in self._unknown_since:
                     self._unknown_since.pop(order.order_id, None)
                     self._send_state[order.order_id] = "sent"

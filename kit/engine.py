@@ -84,8 +84,11 @@ class TraderConfig:
     record: str | None = None
     name: str = "default"
     # live orders (paper=False): see kit.broker_live. Left at RiskLimits(), risk becomes
-    # RiskLimits.live_defaults(). The journal defaults to kit.journal.Journal.default_path(name).
+    # RiskLimits.live_defaults().
     product: str = "INTRADAY"
+    # The SQLite journal (kit.journal) that keeps orders, fills and positions across a restart.
+    # Live: always, at this path or kit.journal.Journal.default_path(name). Paper: only when a
+    # path is given (opt-in), so backtests and replays write no files.
     journal: str | None = None
     journal_sync: str = "FULL"
     order_update_url: str | None = None      # default: $SMARTAPI_ORDER_UPDATE_URL or Angel One's
@@ -126,7 +129,7 @@ class LiveTrader:
         if self.live and limits == RiskLimits():
             limits = RiskLimits.live_defaults()
         self.risk = RiskManager(limits)
-        self.broker = PaperBroker() if config.paper else self._live_broker()
+        self.broker = self._paper_broker() if config.paper else self._live_broker()
         self.session = None
         self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.queue_size,
                                      poll_interval=config.poll_interval)
@@ -454,10 +457,9 @@ class LiveTrader:
             return recorder
 
     def close(self) -> None:
-        """Stop, close the live broker (and its journal), and stop the embedded simulator too."""
+        """Stop, close the broker (and its journal, paper or live), and stop the embedded simulator too."""
         self.stop()
-        if self.live:
-            self.broker.close()
+        self.broker.close()
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
@@ -495,6 +497,19 @@ class LiveTrader:
             from .simulator import DEFAULT_TOKENS
             return DEFAULT_TOKENS
         raise ValueError("tokens are required for the smartapi feed, e.g. tokens={2: ['43650']}")
+
+    # ================================================================== the brokers
+    def _paper_broker(self) -> PaperBroker:
+        cfg = self.config
+        if cfg.journal is None:
+            return PaperBroker()
+        from .journal import Journal
+        journal = Journal(cfg.journal, synchronous=cfg.journal_sync)
+        try:
+            return PaperBroker(journal=journal)
+        except BaseException:       # e.g. the file is a live trader's journal: leave it unlocked
+            journal.close()
+            raise
 
     # ================================================================== live orders and the kill switch
     def _live_broker(self):

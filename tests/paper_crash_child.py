@@ -1,0 +1,50 @@
+"""A journaled paper trader that keeps trading until it is killed: the subprocess of tests/test_paper_journal.py.
+
+    python tests/paper_crash_child.py JOURNAL
+
+Replays synthetic ticks as fast as it can and trades on every third tick: MARKET
+buys and sells, LIMIT orders a tick away (they fill soon) and far away (they
+rest). Prints ``FILL <order id>`` from a fill listener, which runs only after
+the fill is journaled and applied: what this process held in memory.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import kit  # noqa: E402
+from kit.research_bench import synthetic_ticks  # noqa: E402
+
+
+class Churn(kit.Strategy):
+    def __init__(self):
+        self.n = 0
+
+    def on_tick(self, tick):
+        self.n += 1
+        if self.n % 3:
+            return None
+        step = (self.n // 3) % 4
+        if step == 0:
+            return kit.Signal.buy(tick, 65, reason="market buy")
+        if step == 1:
+            return kit.Signal.sell(tick, 65, reason="market sell")
+        if step == 2:
+            return kit.Signal.buy(tick, 65, limit=round(tick.ltp + 0.05, 2), reason="near limit")
+        return kit.Signal.sell(tick, 65, limit=round(tick.ltp + 50, 2), reason="far limit")
+
+
+def main() -> int:
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=synthetic_ticks(300_000, tokens=2),
+                                             replay_progress=False, journal=sys.argv[1], name="paper-crash-child"))
+    trader.broker.add_fill_listener(lambda fill: print("FILL", fill.order_id, flush=True))
+    trader.strategy = Churn()
+    trader.run()
+    print("FINISHED", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
