@@ -253,9 +253,12 @@ class SmartApiBroker(PositionBook):
             self._instrument(order.token, order.exchange_type)
         fill_names = set(FILL_COLUMNS)
         self._fills = [Fill(**{k: v for k, v in f.items() if k in fill_names}) for f in self.journal.fills()]
+        last_fill = {(f.exchange_type, f.token): f.price for f in self._fills}
         for p in self.journal.positions():
             inst = self._instrument(p["token"], p["exchange_type"])
             inst.qty, inst.avg_price, inst.realized_pnl = p["qty"], p["avg_price"], p["realized_pnl"]
+            # Marked at its last fill until a tick brings a price: 0.0 would show the whole position as lost.
+            inst.last_price = last_fill.get((inst.exchange_type, inst.token), 0.0)
             inst.has_filled = True
         self._restored_ids = [oid for oid, o in self._orders.items() if o.status in ACTIVE]
         restored = {"orders": len(self._orders), "active": sum(o.status in ACTIVE for o in self._orders.values()),

@@ -392,7 +392,10 @@ def test_a_restarted_trader_restores_orders_and_positions_from_the_journal(sim, 
                                             journal=str(journal), name="restarted"))
     try:
         # Restored at construction, before any login:
-        assert again.broker.position(TOKEN, 2).qty == 130
+        position = again.broker.position(TOKEN, 2)
+        assert position.qty == 130
+        # Marked at its fill until a tick comes, not at 0 (which would show the whole position as lost).
+        assert position.last_price == position.avg_price and position.unrealized_pnl == 0
         assert [o.order_id for o in again.broker.open_orders()] == [resting.order_id]
         restored = again.broker.orders_df()
         assert restored[["order_id", "status", "filled_qty", "avg_price", "broker_order_id"]].equals(
