@@ -33,6 +33,7 @@ import pandas as pd
 from .broker import PaperBroker
 from .dispatch import CALLBACK, MODES, QUEUE, Dispatcher
 from .feed import FeedCredentials, Gap, ReconnectPolicy, SmartFeed
+from .heap import frozen_heap
 from .metrics import LatencyMetrics
 from .risk import RiskLimits, RiskManager
 from .strategy import Signal, Strategy
@@ -73,6 +74,9 @@ class TraderConfig:
     stall_timeout: float | None = 30.0
     risk: RiskLimits = field(default_factory=RiskLimits)
     metrics_window: int = 100_000
+    # Leave the objects that existed at start() out of the cyclic GC while trading (kit/heap.py):
+    # a full collection over a notebook's heap is a pause of tens of ms on the tick thread.
+    freeze_heap: bool = True
     # False skips the per-tick latency stamps and metrics.record (signals, fills and
     # positions are unaffected): for an as-fast-as-possible replay, where latency means little.
     latency_metrics: bool = True
@@ -140,6 +144,7 @@ class LiveTrader:
         self._strategy_lock = threading.Lock()
         self._lifecycle_lock = threading.RLock()
         self._running = False
+        self._holds_frozen_heap = False
         self._tick_listeners: tuple = ()
         self._signal_listeners: tuple = ()
         self.signals: list[Signal] = []
@@ -347,6 +352,9 @@ class LiveTrader:
                 self._pending_gaps.clear()   # a new feed: holes in the last one were told or are moot
             if self.config.record and self.recorder is None:
                 self.start_recording(self.config.record)
+            if self.config.freeze_heap and not self._holds_frozen_heap:
+                frozen_heap.acquire()
+                self._holds_frozen_heap = True
             with self._strategy_lock:
                 if self._strategy is not None:
                     self._call_hook(self._strategy, "on_start")
@@ -422,6 +430,9 @@ class LiveTrader:
                 if self._strategy is not None:
                     self._call_hook(self._strategy, "on_stop")
                 self._running = False
+            if self._holds_frozen_heap:
+                self._holds_frozen_heap = False
+                frozen_heap.release()
 
     # ================================================================== recording
     def start_recording(self, path, **options):

@@ -55,40 +55,52 @@ def synthetic_ticks(n: int, tokens: int = 10, seed: int = 1) -> pa.Table:
         "ltp": ltp}))
 
 
-def measure(table: pa.Table, mode: str, latency_metrics: bool, strategy_cls, queue_size: int = 1000) -> dict:
+def measure(table: pa.Table, mode: str, latency_metrics: bool, strategy_cls, queue_size: int = 1000,
+            dashboard: bool = False) -> dict:
     trader = LiveTrader(TraderConfig(feed="replay", replay=table, mode=mode, latency_metrics=latency_metrics,
                                      replay_progress=False, queue_size=queue_size, name="research-bench"))
     trader.strategy = strategy_cls()
+    board = None
+    if dashboard:     # the notebook cockpit streaming beside the replay (no browser: no comm messages sent)
+        from .ui import dashboard as open_dashboard
+        board = open_dashboard(trader)
     gc.collect()
     cpu0 = time.process_time()
     trader.run()
     cpu = time.process_time() - cpu0
     elapsed = trader.feed.elapsed_s
     n = trader.ticks_processed
+    if board is not None:
+        board.close()
     trader.close()
     if n != table.num_rows:
         raise RuntimeError(f"replayed {n} of {table.num_rows} ticks")
-    return {"mode": mode, "metrics": "on" if latency_metrics else "off", "strategy": strategy_cls.__name__,
+    return {"mode": mode, "metrics": "on" if latency_metrics else "off", "dashboard": dashboard,
+            "strategy": strategy_cls.__name__,
             "ticks": n, "signals": len(trader.signals), "wall_ticks_per_s": n / elapsed, "cpu_ticks_per_s": n / cpu}
 
 
 def run(ticks: int = 2_000_000, repeats: int = 3, poll_ticks: int = 100_000) -> list[dict]:
     table = synthetic_ticks(ticks)
     poll_table = table.slice(0, min(poll_ticks, ticks))
-    cases = [(CALLBACK, False, Null), (CALLBACK, True, Null), (QUEUE, False, Null), (QUEUE, True, Null),
-             (POLL, False, Null), (POLL, True, Null), (CALLBACK, False, SmaCross), (CALLBACK, True, SmaCross)]
+    cases = [(CALLBACK, False, Null, False), (CALLBACK, True, Null, False), (QUEUE, False, Null, False),
+             (QUEUE, True, Null, False), (POLL, False, Null, False), (POLL, True, Null, False),
+             (CALLBACK, False, SmaCross, False), (CALLBACK, True, SmaCross, False),
+             # what the dashboard's tick listener (and the ticks it keeps) cost the tick thread
+             (CALLBACK, True, Null, True), (QUEUE, True, Null, True)]
     rows = []
-    for mode, metrics, strategy in cases:
+    for mode, metrics, strategy, dashboard in cases:
         source = poll_table if mode == POLL else table
         best = None
         for _ in range(repeats):
-            r = measure(source, mode, metrics, strategy)
+            r = measure(source, mode, metrics, strategy, dashboard=dashboard)
             if best is None or r["wall_ticks_per_s"] > best["wall_ticks_per_s"]:
                 best = {**r, "cpu_ticks_per_s": max(r["cpu_ticks_per_s"], best["cpu_ticks_per_s"]) if best else r["cpu_ticks_per_s"]}
             elif r["cpu_ticks_per_s"] > best["cpu_ticks_per_s"]:
                 best["cpu_ticks_per_s"] = r["cpu_ticks_per_s"]
         rows.append(best)
-        print(f"{best['mode']:>8}  metrics {best['metrics']:>3}  {best['strategy']:>8}  {best['ticks']:>9,} ticks  "
+        print(f"{best['mode']:>8}  metrics {best['metrics']:>3}  {best['strategy']:>8}"
+              f"{'  dashboard' if dashboard else '           '}  {best['ticks']:>9,} ticks  "
               f"wall {best['wall_ticks_per_s']:>11,.0f}/s  cpu {best['cpu_ticks_per_s']:>11,.0f}/s", flush=True)
     return rows
 

@@ -12,11 +12,16 @@ plotly ``FigureWidget`` charts: the price of one token with its buy and sell
 signals, latency per stage per mode (p50 bar, p99 whisker, over each mode's
 last ticks) and throughput.
 
-Threads. The tick thread only appends to bounded deques (one ``append`` per
-tick, no allocation: the deque keeps the ``Tick`` itself). Everything else
+Threads. The tick thread only appends each ``Tick`` to one bounded deque:
+the listener it calls is the deque's own ``append``, a C call with no Python
+frame (a Python listener cost a replay a quarter of its speed). The refresh
+thread picks the charted token's ticks out of that deque. Everything else
 happens on **one** refresh thread, the only writer of the charts, the status
 line and the button states, at most ``1 / MIN_INTERVAL`` times a second, with
-one ``batch_update`` per figure per refresh. Click handlers run on the
+one ``batch_update`` per figure per refresh. The latency and throughput
+charts are redrawn at most once a second (and at once after a click): their
+percentiles are most of a refresh's cost, and a second is live enough to
+see a mode switch. Click handlers run on the
 kernel's thread and act on the trader only (plus the message line, which
 nothing else writes); what they change shows up at the next refresh, which
 they trigger at once.
@@ -53,7 +58,8 @@ from .metrics import STAGES
 log = logging.getLogger("kit.ui")
 
 MIN_INTERVAL = 0.1          # seconds between refreshes, at least: 10 Hz at most
-MAX_KEPT_TICKS = 50_000     # ticks held for the price chart, over all tokens (a few MB)
+SLOW_CHARTS_INTERVAL = 1.0  # latency and throughput charts: at most once a second (percentiles cost CPU)
+MAX_KEPT_TICKS = 50_000     # the last ticks handled, over all tokens, that the price chart draws from (a few MB)
 MODE_COLORS = {POLL: "#d62728", QUEUE: "#1f77b4", CALLBACK: "#2ca02c"}
 MODE_ORDER = (POLL, QUEUE, CALLBACK)   # the seed's baseline first, as the toggle shows them
 
@@ -69,8 +75,8 @@ def dashboard(trader, *, token: str | None = None, interval: float | None = 0.25
     token: the instrument whose price is charted first (a dropdown switches it).
     interval: seconds between refreshes (≥ 0.1); ``None`` starts no refresh
       thread, and ``refresh()`` is then called by hand.
-    window: price points kept per token (fewer when there are more than
-      ``MAX_KEPT_TICKS / window`` tokens). latency_window: each mode's last
+    window: price points drawn, at most: the token's last ticks among the
+      last ``MAX_KEPT_TICKS`` the trader handled. latency_window: each mode's last
       ticks that the latency percentiles cover. history: seconds of throughput.
 
         dash = kit.dashboard(trader)
@@ -111,7 +117,7 @@ class Dashboard(widgets.VBox):
         self.refresh_errors = 0
 
         # ---- buffers the tick thread appends to (bounded; one append per tick)
-        self._ticks: dict[str, deque] = {}
+        self._ticks: deque = deque(maxlen=MAX_KEPT_TICKS)
         self._signals: deque = deque(maxlen=1000)      # (signal, rejection reason or None)
         steps = max(2, int(history / (interval or 0.25)))
         self._throughput: deque = deque(maxlen=steps)  # (wall ns, ticks/s, queue depth), refresh thread only
@@ -119,20 +125,19 @@ class Dashboard(widgets.VBox):
         # perf_counter_ns (the tick stamps) -> local wall-clock time, for the time axes.
         self._clock_offset_ns = time.time_ns() - time.perf_counter_ns() + time.localtime().tm_gmtoff * 10**9
         self._latency_cache: dict[str, tuple[int, list]] = {}
+        self._slow_charts_at = 0.0
+        self._woken = False        # a click asked for a refresh: draw every chart at once
         self._price_version = None
         self._applied_mode = trader.mode
         # Bound methods are created anew on each attribute access; keep the ones
         # registered so remove_*_listener finds them by identity.
-        self._tick_listener = self._record_tick
+        self._tick_listener = self._ticks.append
         self._signal_listener = self._record_signal
 
         tokens = _configured_tokens(trader)
         self._token = token or (tokens[0] if tokens else None)
         if self._token is not None and self._token not in tokens:
             tokens.insert(0, self._token)
-        # Ticks are kept for every token, so the dropdown shows history at once; with
-        # hundreds of subscribed tokens each keeps fewer, to bound the memory held.
-        self._per_token = min(window, max(60, MAX_KEPT_TICKS // max(1, len(tokens))))
 
         # ---- widgets
         live = not trader.config.paper
@@ -192,12 +197,6 @@ class Dashboard(widgets.VBox):
             self._thread.start()
 
     # ================================================================== tick thread: append only
-    def _record_tick(self, tick) -> None:
-        ticks = self._ticks.get(tick.token)
-        if ticks is None:
-            ticks = self._ticks.setdefault(tick.token, deque(maxlen=self._per_token))
-        ticks.append(tick)
-
     def _record_signal(self, signal, reason) -> None:
         self._signals.append((signal, reason))
 
@@ -213,6 +212,7 @@ class Dashboard(widgets.VBox):
         except Exception as exc:   # shown, not raised: a click has no cell to raise into
             log.exception("start failed")
             self._say(f"start failed: {type(exc).__name__}: {exc}", error=True)
+        self._woken = True
         self._wake.set()
 
     def _on_stop(self, _button=None) -> None:
@@ -222,6 +222,7 @@ class Dashboard(widgets.VBox):
         except Exception as exc:
             log.exception("stop failed")
             self._say(f"stop failed: {type(exc).__name__}: {exc}", error=True)
+        self._woken = True
         self._wake.set()
 
     def _on_kill(self, _button=None) -> None:
@@ -234,6 +235,7 @@ class Dashboard(widgets.VBox):
         except Exception as exc:
             log.exception("kill switch failed")
             self._say(f"kill switch failed: {type(exc).__name__}: {exc}", error=True)
+        self._woken = True
         self._wake.set()
 
     def _on_export(self, _button=None) -> None:
@@ -258,10 +260,12 @@ class Dashboard(widgets.VBox):
         # trader already in the new mode and leaves the toggle as it is.
         self.trader.mode = change["new"]
         self._applied_mode = change["new"]
+        self._woken = True
         self._wake.set()
 
     def _on_token(self, change) -> None:
         self._token = change["new"]
+        self._woken = True
         self._wake.set()
 
     def _replaced(self) -> bool:
@@ -284,7 +288,9 @@ class Dashboard(widgets.VBox):
                 break
             last = time.monotonic()
             try:
-                self.refresh()
+                slow_charts_due = last - self._slow_charts_at >= SLOW_CHARTS_INTERVAL or self._woken
+                self._woken = False
+                self._refresh(slow_charts=slow_charts_due)
             except Exception:
                 self.refresh_errors += 1
                 if self.refresh_errors <= 5 or self.refresh_errors % 100 == 0:
@@ -296,6 +302,10 @@ class Dashboard(widgets.VBox):
         The background thread calls this; call it by hand only when the
         dashboard was made with ``interval=None`` (one writer per widget).
         """
+        self._refresh(slow_charts=True)
+
+    def _refresh(self, *, slow_charts: bool) -> None:
+        """The price chart and status every time; latency and throughput charts when ``slow_charts``."""
         trader = self.trader
         status = trader.status
         now = time.monotonic()
@@ -305,8 +315,10 @@ class Dashboard(widgets.VBox):
         self._sync_controls(status)
         self.status_line.value = _status_html(status, rate, trader, self._replaced())
         self._refresh_price()
-        self._refresh_latency()
-        self._refresh_throughput()
+        if slow_charts:
+            self._slow_charts_at = time.monotonic()
+            self._refresh_latency()
+            self._refresh_throughput()
         self.refreshes += 1
 
     def _rate(self) -> float:
@@ -333,12 +345,14 @@ class Dashboard(widgets.VBox):
 
     def _refresh_price(self) -> None:
         token = self._token
-        ticks = _copy(self._ticks.get(token))
+        kept = self._ticks
+        newest = kept[-1] if kept else None
         signals = [(s, r) for s, r in _copy(self._signals) if s.token == token]
-        version = (token, len(ticks), ticks[-1].recv_ns if ticks else 0, len(signals))
+        version = (token, newest.recv_ns if newest is not None else 0, len(signals))
         if version == self._price_version:
             return
         self._price_version = version
+        ticks = _last_of_token(_copy(kept), token, self.window)
         recv = np.fromiter((t.recv_ns for t in ticks), dtype=np.int64, count=len(ticks))
         ltp = np.fromiter((t.ltp for t in ticks), dtype=np.float64, count=len(ticks))
         marks = {"BUY": ([], []), "SELL": ([], []), None: ([], [])}
@@ -439,6 +453,18 @@ def _copy(buffer) -> list:
             return list(buffer)
         except RuntimeError:    # "deque mutated during iteration": take it again
             continue
+
+
+def _last_of_token(ticks: list, token: str, n: int) -> list:
+    """The last ``n`` of ``ticks`` (oldest first) whose token is ``token``, oldest first."""
+    picked = []
+    for tick in reversed(ticks):
+        if tick.token == token:
+            picked.append(tick)
+            if len(picked) == n:
+                break
+    picked.reverse()
+    return picked
 
 
 def _local_time_strings(wall_ns: np.ndarray) -> np.ndarray:

@@ -191,6 +191,30 @@ def test_start_stop_start_in_one_process(sim, in_tmp_cwd):
     assert rec.started == rec.stopped == 3
 
 
+def test_the_heap_is_left_out_of_the_gc_while_any_trader_runs_and_only_then(sim, in_tmp_cwd):
+    import gc
+    assert gc.get_freeze_count() == 0
+    first = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]}, name="heap-a")
+    second = make_trader(sim, mode=CALLBACK, tokens={2: ["43651"]}, name="heap-b")
+    unfrozen = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]}, name="heap-c", freeze_heap=False)
+    try:
+        unfrozen.start()
+        assert gc.get_freeze_count() == 0                      # opted out
+        first.start()
+        assert gc.get_freeze_count() > 10_000                  # the modules, the simulator, pandas...
+        second.start()
+        first.stop()
+        assert gc.get_freeze_count() > 10_000                  # the second still trades
+        second.stop()
+        assert gc.get_freeze_count() == 0                      # the last one out unfreezes
+        first.start()
+        assert gc.get_freeze_count() > 0                       # and start/stop/start freezes again
+    finally:
+        for trader in (first, second, unfrozen):
+            trader.close()
+    assert gc.get_freeze_count() == 0
+
+
 def test_malformed_frames_are_counted_and_skipped(sim, in_tmp_cwd):
     trader = make_trader(sim, mode=CALLBACK, tokens={2: ["43650"]})
     rec = trader.strategy = Recorder()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 
 import numpy as np
@@ -313,6 +313,9 @@ def aggregate(v: Variant, phases: list[dict], flood: bool) -> dict:
         "capacity_per_s": round(1e6 / cpu_per_tick) if cpu_per_tick else None,
         # every thread of this process (the dashboard's refresh thread too) per tick received
         "process_cpu_us_per_tick": round(1e6 * cpu_s.get("process", 0) / received, 2) if received else None,
+        "process_cpu_us_per_tick_rounds": [
+            round(1e6 * p["cpu_s"]["process"] / (p["handled"] + p["dropped"]), 2)
+            if p["cpu_s"].get("process") and p["handled"] + p["dropped"] else None for p in phases],
         "errors": {k: sum(p["errors"][k] for p in phases) for k in phases[0]["errors"]},
     }
 
@@ -344,6 +347,23 @@ def ratios_to_poll(runs: dict) -> None:
         run["vs_poll"] = r
 
 
+def round_order(variants, r: int) -> list:
+    """Round ``r``'s running order: rotated each round, with a dashboard variant beside its plain twin.
+
+    The twins run back to back, in alternating order, so that their
+    comparison sees the machine in the same state (its load moves a single
+    run by tens of percent here).
+    """
+    twins = {v: replace(v, dashboard=False) for v in variants if v.dashboard}
+    plain = [v for v in variants if v not in twins]
+    k = r % len(plain)
+    order = []
+    for v in plain[k:] + plain[:k]:
+        pair = [v] + [d for d, twin in twins.items() if twin == v]
+        order += pair if r % 2 == 0 else pair[::-1]
+    return order + [d for d, twin in twins.items() if twin not in plain]
+
+
 def run_scenario(sc: Scenario, rounds: int, say=print) -> dict:
     flood = bool(sc.flood_per_token)
     phases: dict[str, list] = {v.name: [] for v in sc.variants}
@@ -351,8 +371,7 @@ def run_scenario(sc: Scenario, rounds: int, say=print) -> dict:
     with SimProcess(tokens=sc.tokens, rate=sc.rate_per_token) as sim:
         cpu = ThreadCpu(sim.pid)
         for r in range(rounds):
-            k = r % len(sc.variants)
-            for v in sc.variants[k:] + sc.variants[:k]:   # rotate who goes first
+            for v in round_order(sc.variants, r):
                 phase = run_raw_phase(sim, sc, r) if v.mode == RAW else run_phase(sim, sc, v, cpu, r)
                 phases[v.name].append(phase)
                 rate = phase["delivery_rate"] if flood else phase["handled"] / phase["wall_s"]
