@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import queue
 import threading
+import time
 import tracemalloc
 from array import array
 from time import perf_counter_ns
@@ -200,3 +201,43 @@ def wake_cost(gaps_s=(0.05, 0.001), samples: int = 60) -> dict:
     loop = min(timeit.repeat(lambda: [parse_tick(p) for p in packets], number=20, repeat=5))
     out["in_a_loop_us"] = round(loop / (20 * len(packets)) * 1e6, 2)
     return out
+
+
+# --------------------------------------------------------------------------- the dashboard on the tick path
+def dashboard_tick_path_ns(ticks: int = 200_000, pairs: int = 5) -> dict:
+    """Extra nanoseconds per tick the dashboard puts on the tick thread, from an in-process A/B.
+
+    A replay (the engine's real ``_on_tick``, callback mode, latency metrics
+    on, a strategy that does nothing) runs with and without a dashboard that
+    has no refresh thread (``interval=None``), alternately, ``pairs`` times:
+    what remains is its tick listener and the ticks it keeps alive. The
+    median pair is reported, in process CPU time. No sockets and no second
+    process, so the machine's load moves it far less than it moves a flood.
+    """
+    from ..engine import LiveTrader, TraderConfig
+    from ..examples import Null
+    from ..research_bench import synthetic_ticks
+    from ..ui import dashboard
+    table = synthetic_ticks(ticks, tokens=50)
+
+    def ns_per_tick(with_dashboard: bool) -> float:
+        trader = LiveTrader(TraderConfig(feed="replay", replay=table, mode="callback", replay_progress=False,
+                                         name="bench-dashboard-tick-path"))
+        trader.strategy = Null()
+        board = dashboard(trader, interval=None) if with_dashboard else None
+        gc.collect()
+        started = time.process_time()     # CPU, not wall time: preemption by other processes drops out
+        trader.run()
+        took = time.process_time() - started
+        if board is not None:
+            board.close()
+        trader.close()
+        return 1e9 * took / ticks
+
+    extra = []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        measured = {d: ns_per_tick(d) for d in order}
+        extra.append(measured[True] - measured[False])
+    return {"ticks": ticks, "pairs": pairs, "extra_ns_per_tick": float(np.median(extra)),
+            "extra_ns_rounds": [round(x, 1) for x in extra]}

@@ -41,7 +41,7 @@ def _md_table(df: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- tables
 def targets_table(results: dict) -> pd.DataFrame:
     rows = [{"target": t["name"], "goal": t["goal"], "measured": t["measured"],
-             "met": {True: "yes", False: "no", None: "n/a"}[t["met"]]} for t in results["targets"]]
+             "met": {True: "yes", False: "no", None: "not settled"}[t["met"]]} for t in results["targets"]]
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,7 @@ from ..dispatch import CALLBACK, QUEUE
 from ..tick import LTP, MODE_NAMES, QUOTE, SNAP_QUOTE
 from . import report
 from .parsers import bench_parsers, sample_packets
-from .probes import queued_tick_bytes, wake_cost
+from .probes import dashboard_tick_path_ns, queued_tick_bytes, wake_cost
 from .readpath import bench_read_path
 from .scenarios import CEILING, MODES_SIDE_BY_SIDE, Scenario, Variant, dashboard_available, option_tokens, run_scenario
 
@@ -75,15 +75,23 @@ def evaluate_targets(results: dict) -> list[dict]:
     ]
     dash = results["dashboard"]
     if dash["available"]:
-        worst = max(dash["cost_pct"].values())
-        out.append(_target("dashboard open: a free core's throughput lost (worst mode)", "≤ 10 %", worst,
-                           worst <= 10, "{:.1f} %"))
+        # Two figures: the accounted one (parts measured without the machine's noise) and the
+        # direct paired one (noise of ±25 % per pair here). Met only if both say so.
+        accounted = dash.get("accounted_pct") or {}
+        direct = dash.get("cost_pct") or {}
+        worst = max(accounted.values()) if accounted else None
+        worst_direct = max(direct.values()) if direct else None
+        verdicts = {v <= 10 for v in (worst, worst_direct) if v is not None}
+        shown = (f"{worst:.1f} % accounted; direct (median of paired rounds) "
+                 + ", ".join(f"{m} {v:+.1f} %" for m, v in direct.items())) if worst is not None else None
+        out.append(_target("dashboard open: throughput lost (worst mode)", "≤ 10 %", shown,
+                           verdicts.pop() if len(verdicts) == 1 else None))
     else:
         out.append(_target("dashboard open: throughput lost", "≤ 10 %", None, None))
     return out
 
 
-def dashboard_cost(flood: dict, available: bool, why: str | None) -> dict:
+def dashboard_cost(flood: dict, available: bool, why: str | None, tick_path: dict | None = None) -> dict:
     """Throughput lost with ``kit.dashboard(trader)`` streaming, per mode, two ways.
 
     ``cost_pct``: from the process's CPU per tick (the refresh thread
@@ -93,10 +101,16 @@ def dashboard_cost(flood: dict, available: bool, why: str | None) -> dict:
     or best rounds mixes in how busy the machine was at each moment, which
     moved a single comparison by ±10 % here. ``wall_cost_pct``: from the best
     rounds' ticks/s, which other processes move by tens of percent.
+
+    ``accounted_pct``: the cost added up from parts measured without that
+    noise: the refresh thread's share of the process's CPU in the same run,
+    plus the tick path's extra ns per tick (``dashboard_tick_path_ns``, an
+    in-process A/B) over the plain run's CPU per tick. The target is judged
+    on it; the paired figure is shown beside it.
     """
     if not available:
         return {"available": False, "reason": why, "summary": f"not available: {why}"}
-    cost, rounds, wall, refresh = {}, {}, {}, {}
+    cost, rounds, wall, refresh, accounted = {}, {}, {}, {}, {}
     for twin in DASHBOARD_TWINS:
         mode = twin.mode
         plain, dash = flood["runs"][replace(twin, dashboard=False).name], flood["runs"][twin.name]
@@ -109,12 +123,18 @@ def dashboard_cost(flood: dict, available: bool, why: str | None) -> dict:
         # The refresh thread's own share of the process's CPU, in the same runs: no machine noise.
         process = dash["cpu_pct"].get("process")
         refresh[mode] = round(100 * dash["cpu_pct"].get("dashboard", 0.0) / process, 1) if process else None
+        plain_cpu = [x for x in plain.get("process_cpu_us_per_tick_rounds", []) if x]
+        if refresh[mode] is not None and tick_path and plain_cpu:
+            tick_pct = 100 * tick_path["extra_ns_per_tick"] / 1e3 / float(np.median(plain_cpu))
+            accounted[mode] = round(refresh[mode] + max(0.0, tick_pct), 1)
     summary = "; ".join(
-        f"{m}: {cost.get(m, float('nan')):+.1f} % of a free core's throughput (median of rounds "
-        f"{', '.join(f'{r:+.1f}' for r in rounds.get(m, []))}), {wall[m]:+.1f} % in ticks/s (best rounds); "
-        f"its refresh thread used {refresh[m]} % of the process's CPU" for m in wall)
-    return {"available": True, "cost_pct": cost, "cost_pct_rounds": rounds, "wall_cost_pct": wall,
-            "refresh_thread_pct": refresh, "summary": summary}
+        f"{m}: {accounted.get(m, float('nan')):.1f} % accounted (refresh thread {refresh[m]} % of the "
+        f"process's CPU + tick path {tick_path['extra_ns_per_tick'] if tick_path else float('nan'):.0f} ns "
+        f"per tick); measured directly {cost.get(m, float('nan')):+.1f} % (median of rounds "
+        f"{', '.join(f'{r:+.1f}' for r in rounds.get(m, []))}), {wall[m]:+.1f} % in ticks/s (best rounds)"
+        for m in wall)
+    return {"available": True, "accounted_pct": accounted, "cost_pct": cost, "cost_pct_rounds": rounds,
+            "wall_cost_pct": wall, "refresh_thread_pct": refresh, "tick_path": tick_path, "summary": summary}
 
 
 def run(*, quick: bool = False, out: str | Path = "artifacts/bench", rounds: int | None = None,
@@ -151,7 +171,11 @@ def run(*, quick: bool = False, out: str | Path = "artifacts/bench", rounds: int
             if "max_queue_depth" in r:
                 r["queue_peak_bytes"] = int(r["max_queue_depth"] * per_tick)
     if "flood" in results["scenarios"]:
-        results["dashboard"] = dashboard_cost(results["scenarios"]["flood"], available, why)
+        tick_path = None
+        if available:
+            say("the dashboard on the tick path: in-process A/B")
+            tick_path = dashboard_tick_path_ns(ticks=50_000 if quick else 300_000, pairs=3 if quick else 7)
+        results["dashboard"] = dashboard_cost(results["scenarios"]["flood"], available, why, tick_path)
     else:
         results["dashboard"] = {"available": False, "reason": "flood not run", "summary": "not run"}
     results["meta"]["load_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
