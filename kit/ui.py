@@ -212,8 +212,7 @@ class Dashboard(widgets.VBox):
         except Exception as exc:   # shown, not raised: a click has no cell to raise into
             log.exception("start failed")
             self._say(f"start failed: {type(exc).__name__}: {exc}", error=True)
-        self._woken = True
-        self._wake.set()
+        self._refresh_soon()
 
     def _on_stop(self, _button=None) -> None:
         try:
@@ -222,8 +221,7 @@ class Dashboard(widgets.VBox):
         except Exception as exc:
             log.exception("stop failed")
             self._say(f"stop failed: {type(exc).__name__}: {exc}", error=True)
-        self._woken = True
-        self._wake.set()
+        self._refresh_soon()
 
     def _on_kill(self, _button=None) -> None:
         """Halt trading first (no new order can pass), then cancel what is still open."""
@@ -235,8 +233,7 @@ class Dashboard(widgets.VBox):
         except Exception as exc:
             log.exception("kill switch failed")
             self._say(f"kill switch failed: {type(exc).__name__}: {exc}", error=True)
-        self._woken = True
-        self._wake.set()
+        self._refresh_soon()
 
     def _on_export(self, _button=None) -> None:
         """Write the running strategy's class, with what it uses from the notebook, to a script."""
@@ -260,11 +257,14 @@ class Dashboard(widgets.VBox):
         # trader already in the new mode and leaves the toggle as it is.
         self.trader.mode = change["new"]
         self._applied_mode = change["new"]
-        self._woken = True
-        self._wake.set()
+        self._refresh_soon()
 
     def _on_token(self, change) -> None:
         self._token = change["new"]
+        self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        """Wake the refresh thread now, and have it redraw every chart, the slow ones too."""
         self._woken = True
         self._wake.set()
 
