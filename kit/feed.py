@@ -205,31 +205,17 @@ class SmartFeed:
         self._stop.set()
         self._closing_reason = "stopped"
         ws = self._ws
-        sock = None
         if ws is not None:
             # From now on no tick reaches on_tick: a backlog still in the socket buffers
-            # is read and discarded, not handed to a strategy that was told to stop.
+            # is discarded, not handed to a strategy that was told to stop.
             with self._handler_lock:
                 ws.on_tick = _discard
-            app = ws.wsapp
-            sock = app.sock if app is not None else None
-            if sock is not None and sock.connected:
-                # Only send the close frame: the feed thread, the one reader, takes the
-                # reply and returns. (websocket-client's close() reads the reply itself,
-                # racing the feed thread, which can then sleep in select() for 10 s.)
-                ws.DISCONNECT_FLAG = True
-                try:
-                    sock.send_close()
-                except Exception:
-                    ws.close_connection()
-            else:
-                ws.close_connection()
+            # The adapter's close (10, 11): only the close frame is sent here; the feed thread,
+            # the one reader, returns, and a timer aborts the socket if no reply comes.
+            ws.close_connection()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(min(timeout, 2.0))
-            if thread.is_alive() and sock is not None:
-                sock.abort()              # no reply: wake the reader now
-                thread.join(timeout)
+            thread.join(timeout)
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout)
         self._thread = self._watchdog = None
