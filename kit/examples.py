@@ -51,3 +51,30 @@ class Null(Strategy):
 
     def on_tick(self, tick):
         return None
+
+
+class Churn(Strategy):
+    """Trades on every third tick, cycling through every kind of order: for crash and journal tests.
+
+    MARKET buy, MARKET sell, a LIMIT buy ``near_limit`` rupees from the ltp
+    (negative: it rests a tick below and fills soon; positive: marketable),
+    and a LIMIT sell ₹50 above the ltp, which rests.
+    """
+
+    def __init__(self, near_limit: float = -0.05, qty: int = 65):
+        self.near_limit, self.qty = near_limit, qty
+        self.n = 0
+
+    def on_tick(self, tick):
+        self.n += 1
+        if self.n % 3:
+            return None
+        step = (self.n // 3) % 4
+        if step == 0:
+            return Signal.buy(tick, self.qty, reason="market buy")
+        if step == 1:
+            return Signal.sell(tick, self.qty, reason="market sell")
+        if step == 2:
+            return Signal.buy(tick, self.qty, limit=round(max(0.05, tick.ltp + self.near_limit), 2),
+                              reason="near limit")
+        return Signal.sell(tick, self.qty, limit=round(tick.ltp + 50, 2), reason="far limit")

@@ -16,25 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import kit  # noqa: E402
+from kit.examples import Churn  # noqa: E402
 from kit.risk import RiskLimits  # noqa: E402
-
-
-class Churn(kit.Strategy):
-    def __init__(self):
-        self.n = 0
-
-    def on_tick(self, tick):
-        self.n += 1
-        if self.n % 3:
-            return None
-        step = (self.n // 3) % 4
-        if step == 0:
-            return kit.Signal.buy(tick, 65, reason="market buy")
-        if step == 1:
-            return kit.Signal.sell(tick, 65, reason="market sell")
-        if step == 2:
-            return kit.Signal.buy(tick, 65, limit=round(max(0.05, tick.ltp - 0.05), 2), reason="near limit")
-        return kit.Signal.sell(tick, 65, limit=round(tick.ltp + 50, 2), reason="far limit")
 
 
 def main() -> int:

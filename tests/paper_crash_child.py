@@ -15,32 +15,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import kit  # noqa: E402
+from kit.examples import Churn  # noqa: E402
 from kit.research_bench import synthetic_ticks  # noqa: E402
-
-
-class Churn(kit.Strategy):
-    def __init__(self):
-        self.n = 0
-
-    def on_tick(self, tick):
-        self.n += 1
-        if self.n % 3:
-            return None
-        step = (self.n // 3) % 4
-        if step == 0:
-            return kit.Signal.buy(tick, 65, reason="market buy")
-        if step == 1:
-            return kit.Signal.sell(tick, 65, reason="market sell")
-        if step == 2:
-            return kit.Signal.buy(tick, 65, limit=round(tick.ltp + 0.05, 2), reason="near limit")
-        return kit.Signal.sell(tick, 65, limit=round(tick.ltp + 50, 2), reason="far limit")
 
 
 def main() -> int:
     trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=synthetic_ticks(300_000, tokens=2),
                                              replay_progress=False, journal=sys.argv[1], name="paper-crash-child"))
     trader.broker.add_fill_listener(lambda fill: print("FILL", fill.order_id, flush=True))
-    trader.strategy = Churn()
+    trader.strategy = Churn(near_limit=0.05)
     trader.run()
     print("FINISHED", flush=True)
     return 0
