@@ -54,6 +54,23 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
     return predicate()
 
 
+def ctrl_c_after_banner(proc, delay: float) -> tuple[str, str]:
+    """Wait for a headless run's "(Ctrl-C stops)" banner, SIGINT it ``delay`` s later; its (stdout, stderr).
+
+    The process is killed if it has not ended within a minute.
+    """
+    import signal
+    import time
+    try:
+        assert "Ctrl-C stops" in proc.stdout.readline()
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 class KernelSession:
     """A real IPython kernel (the one a notebook gets), driven cell by cell."""
 

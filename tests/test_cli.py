@@ -1,13 +1,12 @@
 """The headless runner a server runs unattended: ``python -m kit run STRATEGY.py``."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import ctrl_c_after_banner
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY = ROOT / "examples" / "sma_cross.py"
@@ -35,14 +34,7 @@ def test_ctrl_c_at_any_moment_after_the_banner_stops_cleanly(tmp_path, delay):
     # there used to escape with a traceback, and one landing just after a lock was taken
     # could leave stop() waiting forever.
     proc = _run("--duration", "0", "--rate", "50", cwd=tmp_path)
-    try:
-        assert "Ctrl-C stops" in proc.stdout.readline()
-        time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, err = ctrl_c_after_banner(proc, delay)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "ERROR" not in err, err
     assert "latency per stage per mode" in out and "ticks_processed=" in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, ctrl_c_after_banner
 
 STRATEGY_CELLS = [
     # cell 1: imports and a constant
@@ -135,8 +135,6 @@ dash.close(); trader.close()
 
 
 def test_ctrl_c_stops_the_exported_script_cleanly_with_the_summary(kernel, tmp_path):
-    import signal
-    import time
     for cell in STRATEGY_CELLS:
         kernel.run(cell)
     script = tmp_path / "momentum.py"
@@ -144,15 +142,7 @@ def test_ctrl_c_stops_the_exported_script_cleanly_with_the_summary(kernel, tmp_p
     proc = subprocess.Popen([sys.executable, str(script), "--feed", "sim", "--duration", "0", "--rate", "50"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    try:
-        line = proc.stdout.readline()               # "running Momentum ... (Ctrl-C stops)"
-        assert "Ctrl-C stops" in line
-        time.sleep(3)                                # let ticks flow through the main-thread consumer
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, err = ctrl_c_after_banner(proc, 3)      # 3 s: let ticks flow through the main-thread consumer
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "latency per stage per mode" in out and "ticks_processed=" in out
