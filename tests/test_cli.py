@@ -25,6 +25,12 @@ def test_the_headless_quickstart_runs_and_reports_without_an_error_line(tmp_path
     assert "ERROR" not in err and "Traceback" not in err, err    # a clean stop is not an error
     processed = int(out.split("ticks_processed=")[1].split()[0])
     assert processed > 0 and "dropped=0" in out
+    # The per-mode metrics table: a row per stage of the mode that ran, with its percentiles.
+    table = out.split("latency per stage per mode (microseconds):")[1].split("ticks_received=")[0]
+    assert "p50_us" in table and "p99_us" in table
+    rows = [line.split() for line in table.splitlines() if line.strip()]
+    assert ["queue", "dispatch"] in [r[:2] for r in rows]
+    assert {"strategy", "total"} <= {r[0] for r in rows}
     assert list(tmp_path.iterdir()) == []                        # nothing written where it ran
 
 
