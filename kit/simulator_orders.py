@@ -117,6 +117,12 @@ def simulated_master(today: date | None = None) -> list[Instrument]:
 
 
 # --------------------------------------------------------------------------- orders and positions
+def _finished(order, verb: str):
+    """Angel One's refusal to change an order that is already complete, cancelled or rejected."""
+    return reply(status=False, message=f"order {order.order_id} is {order.status}; it cannot be {verb}",
+                 errorcode="AB4002")
+
+
 def _now_text() -> str:
     return datetime.now(IST).strftime("%d-%b-%Y %H:%M:%S")
 
@@ -343,20 +349,14 @@ class SimulatedExchange:
 
     def _modify(self, req: RestRequest):
         p = req.body
-        problem = self._invalid(p, ("variety", "orderid", "ordertype", "producttype", "duration", "quantity",
-                                    "tradingsymbol", "symboltoken", "exchange"))
-        if problem:
-            return reply(status=False, message=problem[1], errorcode=problem[0])
-        with self._lock:
-            order = self._orders.get(str(p["orderid"]))
-            if order is None:
-                return reply(status=False, message="Order not found", errorcode="AB1013")
-            key = order.key
-        price = self._ltp(key)
+        order, refused = self._named_order(p, ("variety", "orderid", "ordertype", "producttype", "duration",
+                                               "quantity", "tradingsymbol", "symboltoken", "exchange"))
+        if refused:
+            return refused
+        price = self._ltp(order.key)
         with self._lock:
             if order.terminal:
-                return reply(status=False, message=f"order {order.order_id} is {order.status}; "
-                                                   "it cannot be modified", errorcode="AB4002")
+                return _finished(order, "modified")
             qty = int(p["quantity"])
             if qty <= order.filled:
                 return reply(status=False, message=f"quantity {qty} is not above the filled {order.filled}",
@@ -374,22 +374,31 @@ class SimulatedExchange:
         return reply({"orderid": order.order_id, "uniqueorderid": order.unique_id})
 
     def _cancel(self, req: RestRequest):
-        p = req.body
-        problem = self._invalid(p, ("variety", "orderid"))
-        if problem:
-            return reply(status=False, message=problem[1], errorcode=problem[0])
+        order, refused = self._named_order(req.body, ("variety", "orderid"))
+        if refused:
+            return refused
         with self._lock:
-            order = self._orders.get(str(p["orderid"]))
-            if order is None:
-                return reply(status=False, message="Order not found", errorcode="AB1013")
             if order.terminal:
-                return reply(status=False, message=f"order {order.order_id} is {order.status}; "
-                                                   "it cannot be cancelled", errorcode="AB4002")
+                return _finished(order, "cancelled")
             self._unrest(order)
             order.cancelled_qty = order.qty - order.filled
             order.status, order.text, order.updated = "cancelled", "Cancelled by user", _now_text()
             self._push(AB_CANCELLED, order)
         return reply({"orderid": order.order_id, "uniqueorderid": order.unique_id})
+
+    def _named_order(self, p: dict, required: tuple[str, ...]):
+        """``(order, None)`` for the order a modify or cancel names, or ``(None, the error reply)``.
+
+        Whether it is still open is judged by the caller, under the lock it changes the order in.
+        """
+        problem = self._invalid(p, required)
+        if problem:
+            return None, reply(status=False, message=problem[1], errorcode=problem[0])
+        with self._lock:
+            order = self._orders.get(str(p["orderid"]))
+        if order is None:
+            return None, reply(status=False, message="Order not found", errorcode="AB1013")
+        return order, None
 
     @staticmethod
     def _invalid(p: dict, required: tuple[str, ...]) -> tuple[str, str] | None:
