@@ -65,6 +65,13 @@ class ReconnectPolicy:
     max_attempts: int | None = None  # None: forever (a market day is long)
     reset_after: float = 5.0
 
+    def next_attempt(self, attempt: int, up_for: float | None) -> int:
+        """The attempt number after a drop: 1 again if the connection stayed up ``reset_after`` s, else one more.
+
+        ``up_for``: how long the dropped connection was open (None: it never opened).
+        """
+        return 1 if up_for is not None and up_for >= self.reset_after else attempt + 1
+
     def delay(self, attempt: int, rng: random.Random) -> float:
         base = min(self.max_delay, self.initial_delay * (2 ** max(0, attempt - 1)))
         return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
@@ -287,7 +294,6 @@ class SmartFeed:
             opened = self.stats.connects > connects_before
             if self._stop.is_set():
                 break
-            stayed_up = opened and time.monotonic() - self._opened_at >= self.reconnect.reset_after
             if opened:
                 self.stats.disconnects += 1
                 self.stats.last_disconnect_reason = self._disconnect_reason()
@@ -298,8 +304,7 @@ class SmartFeed:
                 log.error("feed %s: not reconnecting (%s)", self.name,
                           "credentials refused" if self.stats.auth_failed else "reconnect disabled")
                 break
-            # A connection that stayed up resets the backoff; failed or short-lived ones grow it.
-            attempt = 1 if stayed_up else attempt + 1
+            attempt = self.reconnect.next_attempt(attempt, time.monotonic() - self._opened_at if opened else None)
             if self.reconnect.max_attempts is not None and attempt > self.reconnect.max_attempts:
                 log.error("feed %s: gave up after %d reconnect attempts", self.name, attempt - 1)
                 break

@@ -76,6 +76,7 @@ class OrderUpdateStream:
         self._watchdog: threading.Thread | None = None
         self._sock: KitOrderUpdateSocket | None = None
         self._last_pong = 0.0
+        self._opened_at = 0.0
 
     @property
     def running(self) -> bool:
@@ -138,7 +139,8 @@ class OrderUpdateStream:
                 log.error("order updates %s: not reconnecting (%s)", self.name,
                           "token refused" if self.stats.auth_failed else "reconnect disabled")
                 break
-            attempt = 1 if self.stats.connects > connects_before else attempt + 1
+            opened = self.stats.connects > connects_before
+            attempt = self.reconnect.next_attempt(attempt, time.monotonic() - self._opened_at if opened else None)
             if self.reconnect.max_attempts is not None and attempt > self.reconnect.max_attempts:
                 log.error("order updates %s: gave up after %d reconnect attempts", self.name, attempt - 1)
                 break
@@ -185,6 +187,7 @@ class OrderUpdateStream:
             log.warning("order updates %s: unexpected frame %.80r", self.name, payload)
 
     def _on_connect(self) -> None:
+        self._opened_at = time.monotonic()
         self.stats.connected = True
         self.stats.connects += 1
         self._last_pong = time.monotonic()

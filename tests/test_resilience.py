@@ -141,6 +141,27 @@ def test_backoff_resets_only_after_a_connection_that_stayed_up(in_tmp_cwd, reset
     assert feed.stats.disconnects == 5 and feed.stats.reconnects == 5
 
 
+@pytest.mark.parametrize("reset_after, expected", [(60.0, [1, 2, 3, 4, 5]), (0.0, [1, 1, 1, 1, 1])])
+def test_the_order_update_stream_backs_off_by_the_same_rule(in_tmp_cwd, reset_after, expected):
+    """Its reconnects follow the feed's policy too: a connection dropped at once does not reset the backoff."""
+    from kit.order_updates import OrderUpdateStream
+    from kit.session import Credentials, login
+    policy = RecordingPolicy(initial_delay=0.01, max_delay=0.2, jitter=0, reset_after=reset_after)
+    with Simulator(rate=0) as sim:
+        rc = sim.rest.credentials
+        session = login(Credentials(rc.api_key, rc.client_code, rc.pin, rc.totp_secret), root=sim.rest.url)
+        stream = OrderUpdateStream(sim.orders.url, session.feed, lambda message: None, reconnect=policy).start()
+        try:
+            for n in range(1, 6):
+                assert wait_until(lambda: stream.stats.connects == n, 10)
+                sim.orders.drop_connections()
+            assert wait_until(lambda: stream.stats.connects == 6, 10)
+        finally:
+            stream.stop()
+    assert policy.attempts == expected
+    assert stream.stats.reconnects == 5
+
+
 # --------------------------------------------------------------------------- reconnects and gaps
 @pytest.mark.parametrize("mode", [QUEUE, CALLBACK])
 def test_twenty_forced_disconnects_each_reconnect_resubscribe_and_report_the_gap(sim, in_tmp_cwd, mode):
