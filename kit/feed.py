@@ -103,7 +103,6 @@ class FeedStats:
     connected: bool = False
     connects: int = 0
     reconnects: int = 0
-    frames: int = 0
     ticks: int = 0
     malformed: int = 0
     error_frames: int = 0
@@ -125,6 +124,11 @@ class FeedStats:
     missed_ticks: int = 0
     lag_ms: float | None = None       # wall clock - exchange ts of the newest tick, last sample
     max_lag_ms: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        """Every frame received: ticks, malformed and text frames (derived: the tick path writes one counter)."""
+        return self.ticks + self.malformed + self.pongs + self.error_frames + self.unknown_text
 
 
 class SmartFeed:
@@ -383,9 +387,7 @@ class SmartFeed:
 
     # ------------------------------------------------------------------ events from the SDK client
     def _on_tick(self, tick) -> None:
-        stats = self.stats
-        stats.frames += 1
-        stats.ticks += 1
+        self.stats.ticks += 1
         self._last[tick.exchange_type][tick.token] = tick
         self.on_tick(tick)
 
@@ -426,7 +428,6 @@ class SmartFeed:
 
     def _on_text(self, kind: str, payload) -> None:
         stats = self.stats
-        stats.frames += 1
         if kind == "pong":
             stats.pongs += 1
         elif kind == "error":
@@ -443,7 +444,6 @@ class SmartFeed:
                 log.warning("feed %s: unexpected text frame #%d %.80r", self.name, stats.unknown_text, payload)
 
     def _on_malformed(self, frame, exc) -> None:
-        self.stats.frames += 1
         self.stats.malformed += 1
         if self.stats.malformed <= 10 or self.stats.malformed % 1000 == 0:
             log.warning("feed %s: skipped malformed frame #%d (%d bytes): %s",

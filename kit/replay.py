@@ -208,7 +208,6 @@ class ReplayFeed:
                     return
                 submit_many(islice(ticks, k))
                 stats.ticks += k
-                stats.frames += k
                 left -= k
                 if bar is not None:
                     bar.update(k)
@@ -240,7 +239,6 @@ class ReplayFeed:
                     return
                 submit(next(ticks))      # built and stamped now, after the wait
                 stats.ticks += 1
-                stats.frames += 1
                 if bar is not None and stats.ticks - shown >= 256:
                     bar.update(stats.ticks - shown)
                     shown = stats.ticks
