@@ -36,7 +36,6 @@ class FrozenHeap:
     def __init__(self):
         self._lock = threading.Lock()
         self.holders = 0
-        self.frozen_objects = 0
 
     def acquire(self) -> None:
         with self._lock:
@@ -48,9 +47,8 @@ class FrozenHeap:
             # would cost the very pause this avoids (0.1 s with the dashboard's heap), at every start.
             gc.collect(1)
             gc.freeze()
-            self.frozen_objects = gc.get_freeze_count()
             log.debug("heap frozen: %d objects left out of collections (%.0f ms)",
-                      self.frozen_objects, 1e3 * (time.perf_counter() - started))
+                      gc.get_freeze_count(), 1e3 * (time.perf_counter() - started))
 
     def release(self) -> None:
         with self._lock:
@@ -59,7 +57,6 @@ class FrozenHeap:
             self.holders -= 1
             if self.holders == 0:
                 gc.unfreeze()
-                self.frozen_objects = 0
 
 
 frozen_heap = FrozenHeap()
