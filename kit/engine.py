@@ -153,7 +153,6 @@ class LiveTrader:
         self.last_strategy_error: str = ""
         self.rejected_signals = 0
         self.started_at: float | None = None
-        self.interrupted = False            # the last run() ended by Ctrl-C
         self.recorder = None
         # Gaps in the feed (issue 7): every one found, and those the strategy has yet to hear of.
         self.gaps: deque[Gap] = deque(maxlen=SmartFeed.GAP_HISTORY)
@@ -403,10 +402,8 @@ class LiveTrader:
 
         def first_ctrl_c(signum, frame):
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            self.interrupted = True
             self.dispatcher.finish()
 
-        self.interrupted = False
         signal.signal(signal.SIGINT, first_ctrl_c)
         try:
             yield
