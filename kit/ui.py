@@ -126,7 +126,6 @@ class Dashboard(widgets.VBox):
         self._clock_offset_ns = time.time_ns() - time.perf_counter_ns() + time.localtime().tm_gmtoff * 10**9
         self._latency_cache: dict[str, tuple[int, list]] = {}
         self._slow_charts_at = 0.0
-        self._woken = False        # a click asked for a refresh: draw every chart at once
         self._price_version = None
         self._applied_mode = trader.mode
         # Bound methods are created anew on each attribute access; keep the ones
@@ -264,8 +263,7 @@ class Dashboard(widgets.VBox):
         self._refresh_soon()
 
     def _refresh_soon(self) -> None:
-        """Wake the refresh thread now, and have it redraw every chart, the slow ones too."""
-        self._woken = True
+        """Wake the refresh thread now: it redraws every chart, the slow ones too."""
         self._wake.set()
 
     def _replaced(self) -> bool:
@@ -279,7 +277,7 @@ class Dashboard(widgets.VBox):
     def _run(self) -> None:
         last = 0.0
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
+            clicked = self._wake.wait(self.interval)    # set by a click (or by close, which stops us)
             self._wake.clear()
             pause = last + MIN_INTERVAL - time.monotonic()
             if pause > 0 and self._stop.wait(pause):
@@ -288,9 +286,7 @@ class Dashboard(widgets.VBox):
                 break
             last = time.monotonic()
             try:
-                slow_charts_due = last - self._slow_charts_at >= SLOW_CHARTS_INTERVAL or self._woken
-                self._woken = False
-                self._refresh(slow_charts=slow_charts_due)
+                self._refresh(slow_charts=clicked or last - self._slow_charts_at >= SLOW_CHARTS_INTERVAL)
             except Exception:
                 self.refresh_errors += 1
                 if self.refresh_errors <= 5 or self.refresh_errors % 100 == 0:
