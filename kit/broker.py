@@ -263,6 +263,24 @@ class PositionBook:
     and ``self._instruments`` (token -> exchange type -> ``_Instrument``).
     """
 
+    def _restore_fills_and_positions(self, journal) -> int:
+        """Fills and positions as ``journal`` last recorded them; returns how many positions.
+
+        Instruments are created with ``_instrument``, which the broker provides.
+        """
+        fill_names = set(FILL_COLUMNS)
+        self._fills = [Fill(**{k: v for k, v in f.items() if k in fill_names}) for f in journal.fills()]
+        last_fill = {(f.exchange_type, f.token): f.price for f in self._fills}
+        positions = journal.positions()
+        for p in positions:
+            instrument = self._instrument(p["token"], p["exchange_type"])
+            instrument.qty, instrument.avg_price = p["qty"], p["avg_price"]
+            instrument.realized_pnl = p["realized_pnl"]
+            # Marked at its last fill until a tick brings a price: 0.0 would show the whole position as lost.
+            instrument.last_price = last_fill.get((instrument.exchange_type, instrument.token), 0.0)
+            instrument.has_filled = True
+        return len(positions)
+
     def _snapshots(self) -> list[Position]:
         with self._lock:
             return [instrument.snapshot()
@@ -343,7 +361,7 @@ class PaperBroker(PositionBook):
 
     def _restore(self) -> dict:
         """Orders, fills and positions as the journal last recorded them; open orders wait for ticks again."""
-        order_names, fill_names = set(ORDER_COLUMNS), set(FILL_COLUMNS)
+        order_names = set(ORDER_COLUMNS)
         for record in self.journal.orders():
             number = _PAPER_ID.fullmatch(str(record.get("order_id")))
             if number is None:
@@ -362,19 +380,10 @@ class PaperBroker(PositionBook):
                 # It has rested all along: a tick through its limit now fills it at the limit, not the gap.
                 working.resting = True
                 instrument.pending.append(working)
-        self._fills = [Fill(**{k: v for k, v in f.items() if k in fill_names}) for f in self.journal.fills()]
-        last_fill = {(f.exchange_type, f.token): f.price for f in self._fills}
-        positions = self.journal.positions()
-        for p in positions:
-            instrument = self._instrument(p["token"], p["exchange_type"])
-            instrument.qty, instrument.avg_price = p["qty"], p["avg_price"]
-            instrument.realized_pnl = p["realized_pnl"]
-            # Marked at its last fill until a tick brings a price: 0.0 would show the whole position as lost.
-            instrument.last_price = last_fill.get((instrument.exchange_type, instrument.token), 0.0)
-            instrument.has_filled = True
+        positions = self._restore_fills_and_positions(self.journal)
         restored = {"orders": len(self._orders),
                     "active": sum(o.status == OPEN for o in self._orders.values()),
-                    "fills": len(self._fills), "positions": len(positions)}
+                    "fills": len(self._fills), "positions": positions}
         if restored["orders"]:
             # Loud on purpose: a paper book carried over from an earlier session is not a fresh start.
             log.warning("paper broker: restored %(orders)d orders (%(active)d open), %(fills)d fills and "

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
-from .broker import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, REJECTED, Fill, Order,
+from .broker import (CANCELLED, COMPLETE, NO_FILLS, OPEN, REJECTED, Fill, Order,
                      PositionBook, _frame, _Instrument, _position_record)
 from .instruments import EXCHANGES
 from .strategy import BUY, LIMIT, MARKET, SELL, Signal
@@ -251,18 +251,10 @@ class SmartApiBroker(PositionBook):
                 self._send_state[order.order_id] = "unknown"
                 self._unknown_since[order.order_id] = time.monotonic()
             self._instrument(order.token, order.exchange_type)
-        fill_names = set(FILL_COLUMNS)
-        self._fills = [Fill(**{k: v for k, v in f.items() if k in fill_names}) for f in self.journal.fills()]
-        last_fill = {(f.exchange_type, f.token): f.price for f in self._fills}
-        for p in self.journal.positions():
-            inst = self._instrument(p["token"], p["exchange_type"])
-            inst.qty, inst.avg_price, inst.realized_pnl = p["qty"], p["avg_price"], p["realized_pnl"]
-            # Marked at its last fill until a tick brings a price: 0.0 would show the whole position as lost.
-            inst.last_price = last_fill.get((inst.exchange_type, inst.token), 0.0)
-            inst.has_filled = True
+        positions = self._restore_fills_and_positions(self.journal)
         self._restored_ids = [oid for oid, o in self._orders.items() if o.status in ACTIVE]
         restored = {"orders": len(self._orders), "active": sum(o.status in ACTIVE for o in self._orders.values()),
-                    "fills": len(self._fills), "positions": len(self.journal.positions())}
+                    "fills": len(self._fills), "positions": positions}
         if restored["orders"]:
             log.warning("live broker: restored %(orders)d orders (%(active)d active), %(fills)d fills and "
                         "%(positions)d positions from the journal", restored)
