@@ -334,9 +334,12 @@ else:  # pragma: no cover - a websocket-client without it
 
 
 # --------------------------------------------------------------------------- closing from another thread
+_PONG = object()   # _text_payload's answer for a text pong
+
+
 class _ClosesCleanly:
-    """What both kit sockets share: the text heartbeat, and a close requested from
-    another thread that neither hangs nor leaks the TCP socket.
+    """What both kit sockets share: the text heartbeat, reading a text frame, and a
+    close requested from another thread that neither hangs nor leaks the TCP socket.
 
     ``WebSocketApp.close()`` reads the server's close reply on the *calling*
     thread while the socket thread sits in ``select()`` on the same socket,
@@ -358,6 +361,18 @@ class _ClosesCleanly:
         except Exception as exc:  # a dying socket: the read loop will report it
             log.debug("heartbeat not sent: %s", exc)
         return False
+
+    def _text_payload(self, text: str):
+        """What a text frame holds: ``_PONG`` for Angel One's ``pong`` (recorded and reported
+        through ``on_text``), else the JSON value it parses to, or None."""
+        if text == "pong":
+            self.last_pong_timestamp = time.time()
+            self.on_text("pong", text)
+            return _PONG
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
 
     def _run_forever(self, app, **kwargs) -> None:
         self._socket = None
@@ -512,14 +527,9 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
                 return
             self.on_tick(tick)
         elif data_type == 1:
-            if data == "pong":
-                self.last_pong_timestamp = time.time()
-                self.on_text("pong", data)
+            payload = self._text_payload(data)
+            if payload is _PONG:
                 return
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                payload = None
             if isinstance(payload, dict) and "errorCode" in payload:
                 self.on_text("error", payload)
             else:
@@ -608,14 +618,9 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
             except UnicodeDecodeError:
                 self.on_text("unknown", message)
                 return
-        if message == "pong":
-            self.last_pong_timestamp = time.time()
-            self.on_text("pong", message)
+        payload = self._text_payload(message)
+        if payload is _PONG:
             return
-        try:
-            payload = json.loads(message)
-        except ValueError:
-            payload = None
         if isinstance(payload, dict):
             self.on_update(payload)
         else:
