@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import time
 from dataclasses import dataclass, field, replace
 from time import perf_counter
@@ -144,7 +145,9 @@ def run_phase(sim: SimProcess, sc: Scenario, v: Variant, cpu: ThreadCpu, round_n
     """One variant, one window; returns raw samples and counters."""
     gc.collect()
     cfg = TraderConfig(feed="sim", tokens=sc.tokens, mode=v.mode, parser=v.parser, queue_size=v.queue_size,
-                       name=f"bench-{sc.key}-{v.mode}-{v.parser}", stall_timeout=None)
+                       # One name per variant: a trader created under a name still in use closes
+                       # the old one, and closing a trader stops its simulator, here the shared one.
+                       name=f"bench-{sc.key}-" + re.sub(r"\W+", "-", v.name).strip("-"), stall_timeout=None)
     trader = LiveTrader(cfg)
     trader.simulator = sim
     probe = trader.strategy = Probe(SmaCross())
