@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import operator
 import re
 import threading
@@ -63,11 +64,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from .order_rules import DEFAULT_PRICE_COLLAR, instrument_problem, price_problem, shape_problem
 from .strategy import BUY, LIMIT, MARKET
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
+    from .instruments import InstrumentMaster
     from .journal import Journal
     from .strategy import Signal
     from .tick import Tick
@@ -165,10 +168,18 @@ class _Working:
         self.resting = False
 
 
+# A tick whose price is outside [last / MARK_JUMP, last * MARK_JUMP] is not believed at once:
+# it moves the P&L mark only after MARK_CONFIRMATIONS more ticks agree with it (a real re-pricing).
+MARK_JUMP = 2.0
+MARK_CONFIRMATIONS = 3
+_MARK_LOW = 1.0 / MARK_JUMP
+
+
 class _Instrument:
     """The broker's mutable state for one (exchange type, token)."""
     __slots__ = ("token", "exchange_type", "qty", "avg_price", "last_price",
-                 "realized_pnl", "has_filled", "pending")
+                 "realized_pnl", "has_filled", "pending", "open_buy", "open_sell", "band",
+                 "suspect", "suspect_count")
 
     def __init__(self, token: str, exchange_type: int):
         self.token = token
@@ -180,6 +191,13 @@ class _Instrument:
         # Positions are reported only once something filled, not merely ordered.
         self.has_filled = False
         self.pending: list[_Working] = []
+        # Unfilled units of this instrument's active orders, kept as orders change: risk reads
+        # the exposure in O(1) instead of scanning every open order.
+        self.open_buy = 0
+        self.open_sell = 0
+        self.band: tuple[float, float] | None = None     # (lower, upper) circuit from SNAP_QUOTE ticks
+        self.suspect = 0.0          # a price far from the mark, waiting for confirmation
+        self.suspect_count = 0
 
     def apply_fill(self, side: str, qty: int, price: float) -> None:
         """Move the position by one fill, realizing P&L on the closed part."""
@@ -200,6 +218,44 @@ class _Instrument:
                 # Flipped through flat: the remainder is a new position at this price.
                 self.avg_price = price
         self.has_filled = True
+
+    def add_open(self, side: str, units: int) -> None:
+        """``units`` more (or, negative, fewer) unfilled units on this instrument's active orders."""
+        if side == BUY:
+            self.open_buy += units
+        else:
+            self.open_sell += units
+
+    def mark(self, tick: "Tick") -> bool:
+        """Take ``tick.ltp`` as the P&L mark if it is plausible; False (mark unchanged) if not.
+
+        Refused: NaN, inf, zero or negative prices, a price outside the
+        circuit band of the last SNAP_QUOTE, and a price more than MARK_JUMP×
+        away from the last good one until MARK_CONFIRMATIONS more ticks agree.
+        """
+        ltp = tick.ltp
+        quote = tick.quote
+        if quote is not None and quote.upper_circuit:
+            self.band = (quote.lower_circuit or 0.0, quote.upper_circuit)
+        if not (0.0 < ltp < math.inf):
+            return False
+        band = self.band
+        if band is not None and not band[0] <= ltp <= band[1]:
+            return False
+        last = self.last_price
+        if last == 0.0 or last / MARK_JUMP <= ltp <= last * MARK_JUMP:
+            self.last_price = ltp
+            self.suspect_count = 0
+            return True
+        suspect = self.suspect
+        if self.suspect_count and suspect / 1.05 <= ltp <= suspect * 1.05:
+            self.suspect_count += 1
+            if self.suspect_count > MARK_CONFIRMATIONS:
+                self.last_price, self.suspect_count = ltp, 0
+                return True
+        else:
+            self.suspect, self.suspect_count = ltp, 1
+        return False
 
     def after_fill(self, side: str, qty: int, price: float) -> "_Instrument":
         """A copy of this position moved by one fill; ``self`` is unchanged (journal it, then adopt it)."""
@@ -240,22 +296,6 @@ def _fill_price(working: _Working, ltp: float) -> float | None:
     return limit if working.resting else ltp
 
 
-def _circuit_breach(order: Order, tick: "Tick | None") -> str:
-    """Why the exchange would refuse this LIMIT price, judged from the submitting tick ("" if fine).
-
-    Only SNAP_QUOTE ticks of the order's own instrument carry the circuit band.
-    """
-    if (order.order_type != LIMIT or tick is None or tick.quote is None
-            or tick.token != order.token or tick.exchange_type != order.exchange_type):
-        return ""
-    upper, lower = tick.quote.upper_circuit, tick.quote.lower_circuit
-    if upper and order.limit_price > upper:
-        return f"limit price {order.limit_price} above the upper circuit {upper}"
-    if lower and order.limit_price < lower:
-        return f"limit price {order.limit_price} below the lower circuit {lower}"
-    return ""
-
-
 class PositionBook:
     """Positions, P&L and the fill/position tables, shared by the paper and the live broker.
 
@@ -280,6 +320,44 @@ class PositionBook:
             instrument.last_price = last_fill.get((instrument.exchange_type, instrument.token), 0.0)
             instrument.has_filled = True
         return len(positions)
+
+    def exposure(self, token: str, exchange_type: int) -> int:
+        """Signed units held plus the unfilled units of active orders in this instrument (O(1))."""
+        by_exchange = self._instruments.get(token)
+        inst = by_exchange.get(exchange_type) if by_exchange else None
+        if inst is None:
+            return 0
+        with self._lock:
+            return inst.qty + inst.open_buy - inst.open_sell
+
+    def last_price(self, token: str, exchange_type: int) -> float:
+        """The last plausible price seen for this instrument (0.0: none yet)."""
+        by_exchange = self._instruments.get(token)
+        inst = by_exchange.get(exchange_type) if by_exchange else None
+        return inst.last_price if inst is not None else 0.0
+
+    def _admission_problem(self, token, exchange_type, side, qty, order_type, limit_price, tick) -> str:
+        """Why this order may not be accepted ("" if it may): the rules live and paper share."""
+        problem = shape_problem(side, qty, order_type, limit_price)
+        if problem:
+            return problem
+        if self.instruments is not None:
+            problem = instrument_problem(token, exchange_type, qty, order_type, limit_price,
+                                         self.instruments.get(token, exchange_type))
+            if problem:
+                return problem
+        if order_type == LIMIT:
+            by_exchange = self._instruments.get(token)
+            inst = by_exchange.get(exchange_type) if by_exchange else None
+            last, band = (inst.last_price, inst.band) if inst is not None else (0.0, None)
+            if (not last and tick is not None and tick.token == token and tick.exchange_type == exchange_type
+                    and 0.0 < tick.ltp < math.inf):
+                last = tick.ltp
+            if tick is not None and tick.quote is not None and tick.token == token \
+                    and tick.exchange_type == exchange_type and tick.quote.upper_circuit:
+                band = (tick.quote.lower_circuit or 0.0, tick.quote.upper_circuit)
+            return price_problem(limit_price, last, band, self.price_collar, need_price=self.live)
+        return ""
 
     def _snapshots(self) -> list[Position]:
         with self._lock:
@@ -323,7 +401,9 @@ class PositionBook:
 
     def positions_df(self) -> "pandas.DataFrame":
         """One row per traded instrument, columns ``POSITION_COLUMNS``."""
-        return _frame([_position_row(p) for p in self._snapshots()], POSITION_COLUMNS)
+        # By instrument, not by first sight: the same book lists the same way after a restore.
+        snapshots = sorted(self._snapshots(), key=lambda p: (p.exchange_type, p.token))
+        return _frame([_position_row(p) for p in snapshots], POSITION_COLUMNS)
 
 
 class PaperBroker(PositionBook):
@@ -342,9 +422,16 @@ class PaperBroker(PositionBook):
     """
 
     name = "paper"
+    live = False
 
-    def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns, journal: "Journal | None" = None):
+    def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns, journal: "Journal | None" = None,
+                 instruments: "InstrumentMaster | None" = None,
+                 price_collar: float | None = DEFAULT_PRICE_COLLAR):
         self._clock_ns = clock_ns
+        # With a master, paper refuses what live would: unknown tokens, odd lots, off-tick prices.
+        self.instruments = instruments
+        self.price_collar = price_collar
+        self.bad_marks = 0
         self._lock = threading.Lock()
         # token -> exchange type -> state. Nested rather than keyed by a
         # (exchange type, token) tuple so the tick path builds no tuple to look up.
@@ -380,6 +467,7 @@ class PaperBroker(PositionBook):
                 # It has rested all along: a tick through its limit now fills it at the limit, not the gap.
                 working.resting = True
                 instrument.pending.append(working)
+                instrument.add_open(order.side, order.qty)
         positions = self._restore_fills_and_positions(self.journal)
         restored = {"orders": len(self._orders),
                     "active": sum(o.status == OPEN for o in self._orders.values()),
@@ -428,12 +516,22 @@ class PaperBroker(PositionBook):
         When the list is not empty, matching re-reads it under the lock.
         """
         by_exchange = self._instruments.get(tick.token)
-        if by_exchange is None:
-            return NO_FILLS
-        instrument = by_exchange.get(tick.exchange_type)
+        instrument = by_exchange.get(tick.exchange_type) if by_exchange is not None else None
         if instrument is None:
+            with self._lock:
+                instrument = self._instrument(tick.token, tick.exchange_type)
+        # The common case inline (a replay runs this a million times a second): no quote, no band,
+        # a price within MARK_JUMP of the last one. Anything else is judged by _Instrument.mark.
+        ltp, last = tick.ltp, instrument.last_price
+        if tick.quote is None and instrument.band is None and last * _MARK_LOW <= ltp <= last * MARK_JUMP \
+                and last != 0.0:
+            instrument.last_price = ltp
+            if instrument.suspect_count:
+                instrument.suspect_count = 0
+        elif not instrument.mark(tick):
+            # An implausible price neither moves the mark nor fills an order.
+            self.bad_marks += 1
             return NO_FILLS
-        instrument.last_price = tick.ltp
         if not instrument.pending:
             return NO_FILLS
         with self._lock:
@@ -468,6 +566,7 @@ class PaperBroker(PositionBook):
             order.status = COMPLETE
             order.filled_qty = order.qty
             order.avg_price = price
+            instrument.add_open(order.side, -order.qty)
             instrument.apply_fill(order.side, order.qty, price)
             fills.append(fill)
         if not fills:
@@ -514,7 +613,8 @@ class PaperBroker(PositionBook):
                           signal.side, signal.qty, signal.order_type, signal.limit_price,
                           OPEN, 0, 0.0, signal.reason, self._clock_ns(),
                           tick.seq if tick is not None else signal.tick_seq, signal.tag)
-            breach = _circuit_breach(order, tick)
+            breach = self._admission_problem(signal.token, signal.exchange_type, signal.side, signal.qty,
+                                             signal.order_type, signal.limit_price, tick)
             if breach:
                 order.status, order.status_message = REJECTED, breach
             if self.journal is not None:
@@ -528,7 +628,9 @@ class PaperBroker(PositionBook):
                     return order
             self._orders[order.order_id] = order
             if not breach:
-                self._instrument(signal.token, signal.exchange_type).pending.append(_Working(order))
+                instrument = self._instrument(signal.token, signal.exchange_type)
+                instrument.pending.append(_Working(order))
+                instrument.add_open(order.side, order.qty)
             return dataclasses.replace(order)
 
     def _instrument(self, token: str, exchange_type: int) -> _Instrument:
@@ -549,6 +651,7 @@ class PaperBroker(PositionBook):
                 self._record("paper_cancel", order=_paper_order_record(dataclasses.replace(order, status=CANCELLED)))
             instrument = self._instruments[order.token][order.exchange_type]
             instrument.pending = [w for w in instrument.pending if w.order is not order]
+            instrument.add_open(order.side, -order.qty)
             order.status = CANCELLED
             return True
 
@@ -565,11 +668,26 @@ class PaperBroker(PositionBook):
                                 self._record("paper_cancel", order=_paper_order_record(
                                     dataclasses.replace(working.order, status=CANCELLED)))
                             working.order.status = CANCELLED
+                            instrument.add_open(working.order.side, -working.order.qty)
                             cancelled += 1
                     finally:
                         # If the journal raised, the orders it did not record stay open.
                         instrument.pending = [w for w in instrument.pending if w.order.status == OPEN]
             return cancelled
+
+    def flatten(self, reason: str = "flatten") -> list[Order]:
+        """A MARKET order against every non-zero position; they fill on the next tick."""
+        from .strategy import Signal
+        orders = []
+        for position in self._snapshots():
+            if position.qty:
+                side = "SELL" if position.qty > 0 else "BUY"
+                orders.append(self.submit(Signal(position.token, side, abs(position.qty), MARKET, None,
+                                                 position.exchange_type, reason), None))
+        return orders
+
+    def lot_size(self, token: str, exchange_type: int) -> int | None:
+        return self.instruments.lot_size(token, exchange_type) if self.instruments is not None else None
 
     def open_orders(self) -> list[Order]:
         """Copies of the orders still waiting for a fill, oldest first."""

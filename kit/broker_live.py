@@ -52,9 +52,12 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
-from .broker import (CANCELLED, COMPLETE, NO_FILLS, OPEN, REJECTED, Fill, Order,
+from .broker import (CANCELLED, COMPLETE, MARK_JUMP, NO_FILLS, OPEN, REJECTED, Fill, Order,
                      PositionBook, _frame, _Instrument, _position_record)
-from .instruments import EXCHANGES
+from .gate import TradingGate
+from .instruments import EXCHANGE_TYPES, EXCHANGES, today_ist
+from .order_rules import DEFAULT_PRICE_COLLAR
+from .ratelimit import EXCHANGE_ORDER_LIMITS, RateLimiter
 from .strategy import BUY, LIMIT, MARKET, SELL, Signal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,9 +87,8 @@ _STATUS = {
 _STATUS_BY_CODE = {"AB01": OPEN, "AB02": CANCELLED, "AB03": REJECTED, "AB04": OPEN, "AB05": COMPLETE,
                    "AB06": OPEN, "AB07": OPEN, "AB08": OPEN, "AB09": OPEN, "AB10": OPEN, "AB11": OPEN}
 
-# Angel One's order-API limits (place, modify and cancel share the pacing here).
-ORDER_RATE_LIMITS = ((20, 1.0), (500, 60.0), (1000, 3600.0))
 BOOK_MIN_INTERVAL = 1.0          # order book / positions: 1 request a second
+MAX_QUEUED_ORDERS = 100          # orders waiting for the sender; beyond it a signal is refused
 
 
 @dataclass(slots=True)
@@ -100,49 +102,6 @@ class LiveOrder(Order):
 
 
 LIVE_ORDER_COLUMNS = [f.name for f in dataclasses.fields(LiveOrder)]
-
-
-class RatePacer:
-    """Sliding-window pacing: ``wait()`` sleeps until one more request fits every window.
-
-    Each window is widened by ``margin`` seconds: the exchange counts arrivals,
-    not departures, and latency that varies from request to request could
-    otherwise squeeze 21 arrivals into its second.
-    """
-
-    def __init__(self, limits=ORDER_RATE_LIMITS, *, margin: float = 0.25, monotonic=time.monotonic,
-                 sleep=time.sleep):
-        self.limits = tuple((count, window + margin) for count, window in limits)
-        self._sent = [deque() for _ in self.limits]
-        self._monotonic, self._sleep = monotonic, sleep
-        self.waited_s = 0.0
-
-    def wait(self) -> float:
-        """Block until a request may go; record it; return the seconds waited."""
-        waited = 0.0
-        while True:
-            now = self._monotonic()
-            delay = 0.0
-            for (count, window), sent in zip(self.limits, self._sent):
-                while sent and now - sent[0] >= window:
-                    sent.popleft()
-                if len(sent) >= count:
-                    delay = max(delay, sent[0] + window - now)
-            if delay <= 0:
-                for sent in self._sent:
-                    sent.append(now)
-                self.waited_s += waited
-                return waited
-            self._sleep(delay)
-            waited += delay
-
-    def penalise(self, seconds: float = 1.0) -> None:
-        """After a 403 rate-limit answer: behave as if the window were full for ``seconds``."""
-        now = self._monotonic()
-        for (count, window), sent in zip(self.limits, self._sent):
-            if window <= seconds * 2:
-                sent.clear()
-                sent.extend([now + seconds - window] * count)
 
 
 class _Timing:
@@ -197,13 +156,24 @@ class SmartApiBroker(PositionBook):
 
     def __init__(self, journal: "Journal", *, product: str = "INTRADAY", variety: str = "NORMAL",
                  duration: str = "DAY", reconcile_interval: float = 5.0, lost_order_grace: float = 5.0,
-                 pacer: RatePacer | None = None, name: str = "default",
-                 clock_ns: Callable[[], int] = time.time_ns):
+                 pacer: RateLimiter | None = None, name: str = "default",
+                 clock_ns: Callable[[], int] = time.time_ns, gate: TradingGate | None = None,
+                 price_collar: float | None = DEFAULT_PRICE_COLLAR, max_queued: int = MAX_QUEUED_ORDERS,
+                 position_check_interval: float = 15.0):
         self.journal = journal
+        # Stop, disarm, the kill switch and a failing journal all close this one gate; the sender
+        # passes through it immediately before every place or modify request.
+        self.gate = gate or TradingGate()
+        if "disarmed" not in self.gate.reasons:
+            self.gate.close("disarmed", "live trading is not armed")
+        self.price_collar = price_collar
+        self.max_queued = max_queued
+        self.position_check_interval = position_check_interval
         self.product, self.variety, self.duration = product, variety, duration
         self.reconcile_interval = reconcile_interval
         self.lost_order_grace = lost_order_grace
-        self.pacer = pacer or RatePacer()
+        # Widened windows: the exchange counts arrivals, and latency varies from request to request.
+        self.pacer = pacer or RateLimiter(EXCHANGE_ORDER_LIMITS, margin=0.25)
         self.trader_name = name
         self._clock_ns = clock_ns
         # _lock guards the in-memory books and is held only briefly (the tick thread takes it).
@@ -215,6 +185,8 @@ class SmartApiBroker(PositionBook):
         self._by_broker_id: dict[str, LiveOrder] = {}
         self._fills: list[Fill] = []
         self._send_state: dict[str, str] = {}      # queued | sending | unknown | sent
+        self._queued = 0                            # place requests waiting for the sender
+        self._force: set[str] = set()               # flattening orders: allowed through a halt
         self._unknown_since: dict[str, float] = {}
         self._cancel_before_send: set[str] = set()
         self._cancel_wanted: set[str] = set()      # cancels waiting for the exchange's order id
@@ -231,11 +203,20 @@ class SmartApiBroker(PositionBook):
         self.client = None
         self.instruments: "InstrumentMaster | None" = None
         self.stream = None
-        self.armed = False
         self._closed = False
         self.stats = {"placed": 0, "rejected": 0, "send_unknown": 0, "rate_limited": 0, "updates": 0,
-                      "foreign_updates": 0, "reconciles": 0, "reconcile_errors": 0, "lost": 0}
+                      "foreign_updates": 0, "reconciles": 0, "reconcile_errors": 0, "lost": 0,
+                      "cancelled_unsent": 0, "journal_errors": 0, "position_checks": 0,
+                      "position_differences": 0, "bad_marks": 0, "queue_full": 0}
+        self.journal_error = ""
+        self.bad_marks = 0
+        # What the last position check found different between the kit's book and the broker's.
+        self._differences: deque[dict] = deque(maxlen=1000)
+        self.positions_checked_at: float | None = None
+        self._last_position_check = 0.0
+        self._position_check_wanted = threading.Event()
         self.restored = self._restore()
+        self.gate.add_close_listener(self._gate_closed)
 
     # ================================================================== start-up and shutdown
     def _restore(self) -> dict:
@@ -251,6 +232,7 @@ class SmartApiBroker(PositionBook):
                 self._send_state[order.order_id] = "unknown"
                 self._unknown_since[order.order_id] = time.monotonic()
             self._instrument(order.token, order.exchange_type)
+            self._account_open(None, order)
         positions = self._restore_fills_and_positions(self.journal)
         self._restored_ids = [oid for oid, o in self._orders.items() if o.status in ACTIVE]
         restored = {"orders": len(self._orders), "active": sum(o.status in ACTIVE for o in self._orders.values()),
@@ -267,7 +249,13 @@ class SmartApiBroker(PositionBook):
     def connect(self, client, credentials: "FeedCredentials", order_update_url: str,
                 instruments: "InstrumentMaster", *, verify_tls: bool = True, heartbeat_interval: float = 10.0,
                 reconnect=None) -> "SmartApiBroker":
-        """Start trading through ``client`` (a logged-in ``SmartConnect``). Idempotent."""
+        """Start trading through ``client`` (a logged-in ``SmartConnect``). Idempotent.
+
+        Before it returns, the broker's positions are read and the kit's book
+        is made to agree with them (``check_positions``): a journal from an
+        earlier day, or one the broker disagrees with, never trades on its
+        own belief. Until that check succeeds the gate stays closed.
+        """
         from .order_updates import OrderUpdateStream
         if self.connected:
             return self
@@ -275,6 +263,16 @@ class SmartApiBroker(PositionBook):
             raise RuntimeError("this broker was closed (its journal too): create a new trader to trade again")
         self.client, self.instruments = client, instruments
         self._stop.clear()
+        self.gate.close("unreconciled", "the kit's positions have not yet been checked against the broker's")
+        stale = self.journal.trading_day != today_ist()
+        if stale:
+            log.warning("live broker: the journal %s was started on %s, not today: its positions are replaced "
+                        "by the broker's", self.journal.path, self.journal.trading_day)
+        try:
+            self.check_positions(adopt_realized=stale)
+        except Exception as exc:
+            log.error("live broker: could not read the broker's positions (%s: %s); trading stays closed until "
+                      "a check succeeds", type(exc).__name__, exc)
         self.stream = OrderUpdateStream(order_update_url, credentials, self._on_update, reconnect=reconnect,
                                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls,
                                         name=f"kit-order-updates-{self.trader_name}")
@@ -294,6 +292,7 @@ class SmartApiBroker(PositionBook):
 
     def close(self) -> None:
         """Stop the threads (orders still queued are cancelled, not sent) and close the journal. Final."""
+        self.gate.close("closed", "the live broker was closed")
         if self.stream is not None:
             self.stream.stop()
         self._stop.set()
@@ -303,25 +302,36 @@ class SmartApiBroker(PositionBook):
             if t is not threading.current_thread():
                 t.join(10)
         self._threads = []
-        self._drain_unsent("the broker was closed before this order was sent")
+        self._cancel_queued("not sent: the live broker was closed")
         self.client = None
         self._closed = True
         self.journal.close()
 
+    @property
+    def armed(self) -> bool:
+        return not self.gate.is_closed("disarmed")
+
     def arm(self) -> None:
-        self.armed = True
+        self.gate.open("disarmed")
 
     def disarm(self) -> None:
-        self.armed = False
+        """Refuse new orders; those queued and not yet sent are cancelled before this returns."""
+        self.gate.close("disarmed", "live trading is not armed")
+
+    def _gate_closed(self, name: str, reason: str) -> None:
+        """The gate closed: orders waiting for the sender are cancelled now, not sent later."""
+        self._cancel_queued(f"not sent: {reason}", keep_flattening=name != "stopped" and name != "closed")
 
     # ================================================================== the tick path
     def on_tick(self, tick: "Tick") -> tuple:
-        """Mark the last price for unrealized P&L. Fills come from order updates, so never any here."""
+        """Mark the last price for unrealized P&L (if plausible). Fills come from order updates."""
         by_exchange = self._instruments.get(tick.token)
-        if by_exchange is not None:
-            inst = by_exchange.get(tick.exchange_type)
-            if inst is not None:
-                inst.last_price = tick.ltp
+        inst = by_exchange.get(tick.exchange_type) if by_exchange is not None else None
+        if inst is None:
+            with self._lock:
+                inst = self._instrument(tick.token, tick.exchange_type)
+        if not inst.mark(tick):
+            self.bad_marks += 1
         return NO_FILLS
 
     # ================================================================== orders
@@ -329,8 +339,10 @@ class SmartApiBroker(PositionBook):
         """Queue ``signal`` as an order and return its copy, ``PENDING`` (or ``REJECTED`` with the reason).
 
         Never waits for the network or the disk. Rejected at once: not
-        connected, not armed, an instrument not in the master, a quantity that
-        is not a multiple of the lot size, a limit price off the tick grid.
+        connected, the gate closed (not armed, stopped, halted, journal
+        failing), a full send queue, a malformed order, an instrument not in
+        the master, an odd lot, a limit price off the tick grid or outside
+        the circuit band (or the collar around the last price).
         """
         return self._submit(signal, tick, force=False)
 
@@ -345,7 +357,7 @@ class SmartApiBroker(PositionBook):
                               "", symbol=inst.symbol if inst else "",
                               exchange=EXCHANGES.get(signal.exchange_type, ""), product=self.product)
             order.updated_ns = order.submit_ns
-            problem = self._refusal(order, inst, force)
+            problem = self._refusal(order, tick, force)
             self._orders[order.order_id] = order
             self._instrument(order.token, order.exchange_type)
             timing = self._timing[order.order_id] = _Timing(started)
@@ -355,40 +367,47 @@ class SmartApiBroker(PositionBook):
                 self._outbox.put(("record", order.order_id))   # journaled off the tick thread
             else:
                 self._send_state[order.order_id] = "queued"
+                self._queued += 1
+                if force:
+                    self._force.add(order.order_id)
+                self._account_open(None, order)
                 self._outbox.put(("place", order.order_id))
             copy = dataclasses.replace(order)
         timing.queued = perf_counter_ns()
-        if problem:
-            log.warning("live order %s rejected before sending: %s", order.order_id, problem)
         return copy
 
-    def _refusal(self, order: LiveOrder, inst, force: bool) -> str:
+    def _refusal(self, order: LiveOrder, tick, force: bool) -> str:
+        """Why ``order`` is refused at once ("" if it is queued); the caller holds the lock."""
         if not self.connected:
             return "the live broker is not connected (start the trader first)"
-        if not (self.armed or force):
-            return "live trading is not armed"
-        if inst is None:
-            exchange = EXCHANGES.get(order.exchange_type, f"exchange type {order.exchange_type}")
-            return f"token {order.token} is not in the instrument master for {exchange}"
-        if order.qty % inst.lot_size:
-            return f"qty {order.qty} is not a multiple of the lot size {inst.lot_size} of {inst.symbol}"
-        if order.order_type == LIMIT and inst.tick_size:
-            ticks = order.limit_price / inst.tick_size
-            if abs(ticks - round(ticks)) > 1e-6:
-                return f"limit price {order.limit_price} is not a multiple of the tick size {inst.tick_size} of {inst.symbol}"
-        return ""
+        if not force:
+            closed = self.gate.refusal()
+            if closed:
+                return closed
+        if self._queued >= self.max_queued:
+            self.stats["queue_full"] += 1
+            return f"the send queue is full ({self._queued} orders waiting for the exchange's rate limit)"
+        return self._admission_problem(order.token, order.exchange_type, order.side, order.qty, order.order_type,
+                                       order.limit_price, tick)
 
     def modify(self, order_id: str, *, price: float | None = None, qty: int | None = None) -> bool:
         """Ask the exchange to change an open order's limit price and/or quantity.
 
-        Returns False if the order is unknown, no longer active, or not yet
-        acknowledged by the exchange. The change shows once the exchange
-        confirms it (an AB04 update).
+        Returns False if the order is unknown, no longer active, not yet
+        acknowledged by the exchange, or the change is malformed or outside
+        the price band. The change shows once the exchange confirms it (an
+        AB04 update).
         """
         with self._lock:
             order = self._orders.get(order_id)
             if order is None or order.status not in ACTIVE or not order.broker_order_id:
                 return False
+            problem = self._admission_problem(order.token, order.exchange_type, order.side,
+                                              qty if qty is not None else order.qty, order.order_type,
+                                              price if price is not None else order.limit_price, None)
+        if problem:
+            log.warning("live order %s: modify refused: %s", order_id, problem)
+            return False
         self._outbox.put(("modify", order_id, {"price": price, "qty": qty}))
         return True
 
@@ -415,10 +434,26 @@ class SmartApiBroker(PositionBook):
         return sum(self.cancel(order_id) for order_id in active)
 
     def flatten(self, reason: str = "flatten") -> list[LiveOrder]:
-        """Send a MARKET order against every non-zero position. Works unarmed: it only reduces risk."""
+        """Close every position of this trader's product, as the broker reports it now.
+
+        The broker's positions are read fresh (``check_positions``) and each
+        non-zero net quantity gets a MARKET order of the same size the other
+        way: an order that can only shrink a position, never open one, even
+        if the journal believed otherwise. Works unarmed and through a halt.
+        Raises if the positions cannot be read: flattening a belief is how a
+        kill switch opens a position.
+        """
+        self.check_positions()
+        with self._lock:
+            in_flight = {(i.exchange_type, i.token) for by in self._instruments.values() for i in by.values()
+                         if i.open_buy or i.open_sell}
         orders = []
         for position in self._snapshots():
-            if position.qty:
+            if position.qty and (position.exchange_type, position.token) in in_flight:
+                # An order of ours may still fill there: a flattening order now could overshoot.
+                log.error("flatten: %s (exchange type %d) left as it is: an order there is still active",
+                          position.token, position.exchange_type)
+            elif position.qty:
                 side = SELL if position.qty > 0 else BUY
                 signal = Signal(position.token, side, abs(position.qty), MARKET, None, position.exchange_type, reason)
                 orders.append(self._submit(signal, None, force=True))
@@ -455,6 +490,25 @@ class SmartApiBroker(PositionBook):
         with self._lock:
             self._fill_listeners = tuple(f for f in self._fill_listeners if f != listener)
 
+    @property
+    def queued(self) -> int:
+        """Place requests waiting for the sender thread."""
+        return self._queued
+
+    # ================================================================== the journal
+    def _journal(self, kind: str, **changes) -> bool:
+        """Record one change; on failure halt trading (the gate closes) and return False."""
+        try:
+            self.journal.record(kind, **changes)
+            return True
+        except Exception as exc:
+            self.stats["journal_errors"] += 1
+            self.journal_error = f"{type(exc).__name__}: {exc}"
+            log.error("live broker: the journal could not record %r (%s): trading halted", kind, self.journal_error)
+            self.gate.close("journal", f"the journal cannot be written ({self.journal_error}): trading halted; "
+                                       "kill() still cancels and flattens")
+            return False
+
     # ================================================================== the sender thread
     def _send_loop(self) -> None:
         while True:
@@ -472,7 +526,7 @@ class SmartApiBroker(PositionBook):
                 elif kind == "record":
                     with self._apply_lock, self._lock:
                         record = _order_record(self._orders[order_id])
-                    self.journal.record("rejected_locally", order=record, payload={"reason": record["status_message"]})
+                    self._journal("rejected_locally", order=record, payload={"reason": record["status_message"]})
             except Exception:
                 log.exception("live broker: the order sender failed on %r", item)
 
@@ -482,31 +536,44 @@ class SmartApiBroker(PositionBook):
             timing.dequeued = perf_counter_ns()
         with self._apply_lock:
             with self._lock:
+                if self._send_state.get(order_id) != "queued":
+                    return          # cancelled while it waited (the gate closed)
+                self._queued -= 1
                 order = self._orders[order_id]
-                if order_id in self._cancel_before_send:
-                    self._cancel_before_send.discard(order_id)
-                    self._send_state.pop(order_id, None)
-                    cancelled = dataclasses.replace(order, status=CANCELLED, updated_ns=self._clock_ns(),
-                                                    status_message="cancelled before it was sent")
-                else:
-                    cancelled = None
-                    self._send_state[order_id] = "sending"
+                force = order_id in self._force
+                cancelled = order_id in self._cancel_before_send
+                self._cancel_before_send.discard(order_id)
+                self._send_state[order_id] = "sending"
                 params = self._place_params(order)
-            if cancelled is not None:
-                self.journal.record("cancelled_before_send", order=_order_record(cancelled))
-                self._commit_order(cancelled)
+            if cancelled:
+                self._finish_unsent(order_id, "cancelled before it was sent")
                 return
             # The write-ahead rule: the order is durable before the exchange can know of it.
-            self.journal.record("intent", order=_order_record(order), payload=params)
+            # A flattening order goes even so: it only shrinks what the broker itself reports.
+            if not self._journal("intent", order=_order_record(order), payload=params) and not force:
+                self._finish_unsent(order_id, f"not sent: {self.journal_error}", REJECTED, journal=False)
+                return
         if timing is not None:
             timing.journaled = perf_counter_ns()
         for attempt in range(5):
             self.pacer.wait()
-            if timing is not None:
-                timing.sent = perf_counter_ns()
-            try:
-                response = self.client.placeOrderFullResponse(dict(params))
-            except Exception as exc:
+            # Checked immediately before the request, and held through it: once the gate's
+            # close() returns, no request is in flight and none starts.
+            response = problem = None
+            with self.gate.passage() as closed:
+                if closed is None or force:
+                    if timing is not None:
+                        timing.sent = perf_counter_ns()
+                    try:
+                        response = self.client.placeOrderFullResponse(dict(params))
+                    except Exception as exc:
+                        problem = exc
+            if closed is not None and not force:
+                with self._apply_lock:
+                    self._finish_unsent(order_id, f"not sent: {closed}")
+                return
+            if problem is not None:
+                exc = problem
                 if _rate_limited(exc):
                     self.stats["rate_limited"] += 1
                     log.warning("live order %s: rate limited by the broker; retrying", order_id)
@@ -528,6 +595,34 @@ class SmartApiBroker(PositionBook):
                 self._resolve_send(order_id, None, f"{message} ({code})" if code else message)
             return
         self._resolve_send(order_id, None, "rate limited by the broker five times in a row")
+
+    def _finish_unsent(self, order_id: str, why: str, status: str = CANCELLED, *, journal: bool = True) -> None:
+        """An order that never left this machine becomes final, with ``why``. The caller holds ``_apply_lock``."""
+        with self._lock:
+            new = dataclasses.replace(self._orders[order_id], status=status, status_message=why,
+                                      updated_ns=self._clock_ns())
+            self._send_state.pop(order_id, None)
+            self._force.discard(order_id)
+            self.stats["cancelled_unsent"] += 1
+        if journal:
+            self._journal("cancelled_before_send", order=_order_record(new))
+        self._commit_order(new)
+
+    def _cancel_queued(self, why: str, *, keep_flattening: bool = False) -> int:
+        """Cancel (and journal) every order still waiting for the sender; returns how many."""
+        with self._apply_lock:
+            with self._lock:
+                waiting = [oid for oid, state in self._send_state.items() if state == "queued"
+                           and not (keep_flattening and oid in self._force)]
+                for order_id in waiting:
+                    self._queued -= 1
+                    self._cancel_before_send.discard(order_id)
+                    self._send_state[order_id] = "cancelling"     # the sender skips it
+            for order_id in waiting:
+                self._finish_unsent(order_id, why)
+        if waiting:
+            log.warning("live broker: %d queued orders cancelled before sending (%s)", len(waiting), why)
+        return len(waiting)
 
     def _place_params(self, order: LiveOrder) -> dict:
         params = {"variety": self.variety, "tradingsymbol": order.symbol, "symboltoken": order.token,
@@ -553,7 +648,7 @@ class SmartApiBroker(PositionBook):
                 elif new.status == PENDING:
                     new.status, new.status_message = REJECTED, problem
             kind = "ack" if broker_order_id else "refused"
-            self.journal.record(kind, order=_order_record(new), payload={"orderid": broker_order_id, "problem": problem})
+            self._journal(kind, order=_order_record(new), payload={"orderid": broker_order_id, "problem": problem})
             self._commit_order(new)
         if broker_order_id:
             self.stats["placed"] += 1
@@ -571,7 +666,7 @@ class SmartApiBroker(PositionBook):
                 new = dataclasses.replace(order, updated_ns=self._clock_ns(),
                                           status_message=f"no answer to the place request ({problem}); "
                                                          "checking the order book")
-            self.journal.record("send_unknown", order=_order_record(new), payload={"problem": problem})
+            self._journal("send_unknown", order=_order_record(new), payload={"problem": problem})
             self._commit_order(new)
         self.stats["send_unknown"] += 1
         log.error("live order %s: %s; not resending, reconciling with the order book", order_id, problem)
@@ -588,8 +683,9 @@ class SmartApiBroker(PositionBook):
                       "producttype": order.product, "duration": self.duration, "quantity": str(qty),
                       "price": f"{price:.2f}" if price is not None else "0", "tradingsymbol": order.symbol,
                       "symboltoken": order.token, "exchange": order.exchange}
-        self.journal.record("modify_intent", client_id=order_id, payload=params)
-        self._call_order_api(order_id, "modify", lambda: self.client.modifyOrder(dict(params)))
+        if not self._journal("modify_intent", client_id=order_id, payload=params):
+            return
+        self._call_order_api(order_id, "modify", lambda: self.client.modifyOrder(dict(params)), gated=True)
 
     def _send_cancel(self, order_id: str) -> None:
         with self._lock:
@@ -601,15 +697,27 @@ class SmartApiBroker(PositionBook):
                 self._cancel_wanted.add(order_id)
                 return
             broker_order_id = order.broker_order_id
-        self.journal.record("cancel_intent", client_id=order_id, payload={"orderid": broker_order_id})
+        # A cancel only reduces risk: it goes even if the journal cannot record it.
+        self._journal("cancel_intent", client_id=order_id, payload={"orderid": broker_order_id})
         self._call_order_api(order_id, "cancel", lambda: self.client.cancelOrder(broker_order_id, self.variety))
 
-    def _call_order_api(self, order_id: str, what: str, call) -> None:
+    def _call_order_api(self, order_id: str, what: str, call, *, gated: bool = False) -> None:
+        """Send a modify (``gated``: only through an open gate) or a cancel, retrying rate-limit answers."""
         for _ in range(5):
             self.pacer.wait()
-            try:
-                response = call()
-            except Exception as exc:
+            response = problem = closed = None
+            with self.gate.passage() as refusal:
+                closed = refusal if gated else None
+                if closed is None:
+                    try:
+                        response = call()
+                    except Exception as exc:
+                        problem = exc
+            if closed is not None:
+                log.warning("live order %s: %s not sent: %s", order_id, what, closed)
+                return
+            if problem is not None:
+                exc = problem
                 if _rate_limited(exc):
                     self.stats["rate_limited"] += 1
                     self.pacer.penalise(1.0)
@@ -620,31 +728,9 @@ class SmartApiBroker(PositionBook):
             if not (isinstance(response, dict) and response.get("status")):
                 message = response.get("message") if isinstance(response, dict) else repr(response)
                 log.warning("live order %s: %s refused: %s", order_id, what, message)
-                self.journal.record(f"{what}_refused", client_id=order_id, payload={"message": message})
+                self._journal(f"{what}_refused", client_id=order_id, payload={"message": message})
                 self._reconcile_wanted.set()
             return
-
-    def _drain_unsent(self, why: str) -> None:
-        """Orders still in the send queue when the broker stops: never sent, so cancelled, and journaled."""
-        while True:
-            try:
-                item = self._outbox.get_nowait()
-            except queue.Empty:
-                return
-            if item is None:
-                continue
-            if item[0] == "record":
-                with self._lock:
-                    record = _order_record(self._orders[item[1]])
-                self.journal.record("rejected_locally", order=record, payload={"reason": record["status_message"]})
-            elif item[0] == "place":
-                with self._lock:
-                    order = self._orders[item[1]]
-                    new = dataclasses.replace(order, status=CANCELLED, status_message=why,
-                                              updated_ns=self._clock_ns())
-                    self._send_state.pop(item[1], None)
-                self.journal.record("cancelled_before_send", order=_order_record(new))
-                self._commit_order(new)
 
     # ================================================================== updates from the exchange
     def _on_update(self, message: dict) -> None:
@@ -670,6 +756,11 @@ class SmartApiBroker(PositionBook):
                 order = self._find(data)
                 if order is None:
                     self.stats["foreign_updates"] += 1
+                    if source == "update":
+                        # Someone else traded this account (the app, the broker's square-off):
+                        # the positions may have changed under the kit.
+                        self._position_check_wanted.set()
+                        self._reconcile_wanted.set()
                     return False
                 new = self._transition(order, data, code)
                 if new is None:
@@ -684,7 +775,7 @@ class SmartApiBroker(PositionBook):
                 if order.order_id in self._unknown_since:
                     self._unknown_since.pop(order.order_id, None)
                     self._send_state[order.order_id] = "sent"
-            self.journal.record(source, order=_order_record(new), payload=data,
+            self._journal(source, order=_order_record(new), payload=data,
                                 fill=dataclasses.asdict(fill) if fill else None,
                                 position=_position_record(moved) if fill else None)
             with self._lock:
@@ -745,6 +836,7 @@ class SmartApiBroker(PositionBook):
             self._commit_locked(new)
 
     def _commit_locked(self, new: LiveOrder) -> None:
+        self._account_open(self._orders.get(new.order_id), new)
         self._orders[new.order_id] = new
         if new.broker_order_id:
             self._by_broker_id[new.broker_order_id] = new
@@ -752,6 +844,13 @@ class SmartApiBroker(PositionBook):
             self._cancel_wanted.discard(new.order_id)
             if new.status in ACTIVE:
                 self._outbox.put(("cancel", new.order_id))
+
+    def _account_open(self, old: LiveOrder | None, new: LiveOrder) -> None:
+        """Move the instrument's open units by what changed between two states of one order (lock held)."""
+        before = old.qty - old.filled_qty if old is not None and old.status in ACTIVE else 0
+        after = new.qty - new.filled_qty if new.status in ACTIVE else 0
+        if after != before:
+            self._instrument(new.token, new.exchange_type).add_open(new.side, after - before)
 
     # ================================================================== reconciliation
     def _reconcile_loop(self) -> None:
@@ -769,6 +868,17 @@ class SmartApiBroker(PositionBook):
                     self.stats["reconcile_errors"] += 1
                     log.warning("live broker: reconcile failed (%s: %s); retrying", type(exc).__name__, exc)
                     self._stop.wait(1.0)
+                    self._reconcile_wanted.set()
+            due = time.monotonic() - self._last_position_check >= self.position_check_interval
+            if self._position_check_wanted.is_set() or due or self.gate.is_closed("unreconciled"):
+                self._position_check_wanted.clear()
+                try:
+                    self.check_positions()
+                except Exception as exc:
+                    self.stats["reconcile_errors"] += 1
+                    log.warning("live broker: position check failed (%s: %s); retrying", type(exc).__name__, exc)
+                    self._stop.wait(1.0)
+                    self._position_check_wanted.set()
                     self._reconcile_wanted.set()
             with self._lock:
                 unknown = bool(self._unknown_since)
@@ -825,11 +935,89 @@ class SmartApiBroker(PositionBook):
                 new = dataclasses.replace(order, status=status, status_message=why, updated_ns=self._clock_ns())
                 self._unknown_since.pop(order_id, None)
                 self._send_state[order_id] = "sent"
-            self.journal.record("lost", order=_order_record(new), payload={"why": why})
+            self._journal("lost", order=_order_record(new), payload={"why": why})
             self._commit_order(new)
         self.stats["lost"] += 1
         log.error("live order %s: %s", order_id, why)
         return 1
+
+    def check_positions(self, *, adopt_realized: bool = False) -> "pandas.DataFrame":
+        """Read the broker's positions (``getPosition``) and make the kit's book agree; returns the differences.
+
+        For every instrument of this trader's product where the broker's net
+        quantity differs from the kit's, the broker's quantity and average
+        price replace the kit's (journaled as ``position_adopted``), logged
+        and kept in ``position_differences_df()``. An instrument with one of
+        the kit's own orders still active is left for the next check: its
+        fill may be in one copy and not yet in the other. ``adopt_realized``
+        also takes the broker's realised P&L (a journal from another day).
+        Raises if the positions cannot be read.
+        """
+        with self._lock:
+            fills_before = len(self._fills)
+        self._last_position_check = time.monotonic()
+        response = self._paced_book_call(self.client.position)
+        if not isinstance(response, dict) or not response.get("status"):
+            message = response.get("message") if isinstance(response, dict) else repr(response)
+            raise RuntimeError(f"positions refused by the broker: {message}")
+        held: dict[tuple[int, str], tuple[int, float, float]] = {}
+        for row in response.get("data") or []:
+            if not isinstance(row, dict) or row.get("producttype") != self.product:
+                continue
+            key = (EXCHANGE_TYPES.get(str(row.get("exchange")), 0), str(row.get("symboltoken")))
+            held[key] = (_int(row.get("netqty")), _float(row.get("avgnetprice") or row.get("netprice")),
+                         _float(row.get("realised")))
+        found, adopted = [], []
+        with self._apply_lock:
+            with self._lock:
+                if len(self._fills) != fills_before:      # a fill arrived while the request was out
+                    self._position_check_wanted.set()
+                    return self.position_differences_df()
+                keys = set(held) | {(i.exchange_type, i.token) for by in self._instruments.values()
+                                    for i in by.values() if i.qty or (adopt_realized and i.realized_pnl)}
+                for exchange_type, token in sorted(keys):
+                    inst = self._instrument(token, exchange_type)
+                    qty, avg, realised = held.get((exchange_type, token), (0, 0.0, 0.0))
+                    if inst.qty == qty and not adopt_realized:
+                        continue
+                    in_flight = bool(inst.open_buy or inst.open_sell)
+                    if inst.qty != qty:
+                        found.append({"time": time.time(), "exchange_type": exchange_type, "token": token,
+                                      "kit_qty": inst.qty, "broker_qty": qty,
+                                      "action": "checked again soon: an order is in flight" if in_flight
+                                      else "adopted the broker's"})
+                    if in_flight:
+                        self._position_check_wanted.set()
+                        continue
+                    moved = _Instrument(token, exchange_type)
+                    moved.qty, moved.avg_price = qty, (avg if qty else 0.0)
+                    moved.realized_pnl = realised if adopt_realized else inst.realized_pnl
+                    adopted.append((inst, moved))
+            for inst, moved in adopted:
+                self._journal("position_adopted", payload={"token": moved.token, "exchange_type": moved.exchange_type,
+                                                           "kit_qty": inst.qty, "broker_qty": moved.qty},
+                              position=_position_record(moved))
+                with self._lock:
+                    inst.qty, inst.avg_price, inst.realized_pnl = moved.qty, moved.avg_price, moved.realized_pnl
+                    inst.has_filled = True
+                    if not inst.last_price and moved.avg_price:
+                        inst.last_price = moved.avg_price
+        self.stats["position_checks"] += 1
+        self.positions_checked_at = time.time()
+        if found:
+            self.stats["position_differences"] += len(found)
+            self._differences.extend(found)
+            for d in found:
+                log.warning("live broker: position in %s (exchange type %s): the kit had %+d, the broker has %+d; %s",
+                            d["token"], d["exchange_type"], d["kit_qty"], d["broker_qty"], d["action"])
+        self.gate.open("unreconciled")
+        return self.position_differences_df()
+
+    def position_differences_df(self) -> "pandas.DataFrame":
+        """Every difference between the kit's positions and the broker's found this session, oldest first."""
+        import pandas as pd
+        return pd.DataFrame(list(self._differences),
+                            columns=["time", "exchange_type", "token", "kit_qty", "broker_qty", "action"])
 
     def broker_positions(self) -> "pandas.DataFrame":
         """Angel One's own positions (``getPosition``), as a DataFrame with numeric ``netqty``."""

@@ -87,8 +87,11 @@ class TraderConfig:
     # A directory: every tick the engine handles is recorded there (kit/recording.py).
     record: str | None = None
     name: str = "default"
-    # live orders (paper=False): see kit.broker_live. Left at RiskLimits(), risk becomes
-    # RiskLimits.live_defaults().
+    # The last signals kept in trader.signals (a ring): the full history is in the journal or
+    # the recording, and a strategy signalling on every tick must not grow memory without bound.
+    signals_kept: int = 10_000
+    # live orders (paper=False): see kit.broker_live. Live risk always keeps Angel One's
+    # order-rate caps (RiskLimits.for_live).
     product: str = "INTRADAY"
     # The SQLite journal (kit.journal) that keeps orders, fills and positions across a restart.
     # Live: always, at this path or kit.journal.Journal.default_path(name). Paper: only when a
@@ -109,6 +112,37 @@ class TraderConfig:
             raise ValueError('feed="replay" needs replay=<recording directory or DataFrame of ticks>')
         if self.replay_speed is not None and not self.replay_speed > 0:
             raise ValueError("replay_speed must be None (as fast as possible) or > 0")
+        if not (isinstance(self.signals_kept, int) and self.signals_kept > 0):
+            raise ValueError(f"signals_kept must be a positive int, not {self.signals_kept!r}")
+
+
+class _RejectionLog:
+    """Rejected signals in the log at a bounded rate: a few lines a second, then a count of the rest.
+
+    A strategy that signals on every tick while halted would otherwise write
+    a WARNING per tick (tens of MB a minute).
+    """
+    LINES_PER_SECOND = 5
+
+    def __init__(self):
+        self._window = 0.0
+        self._logged = 0
+        self._suppressed = 0
+        self._last = ""
+
+    def log(self, reason: str, signal) -> None:
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            if self._suppressed:
+                log.warning("%d more signals rejected in the last %.0f s (the last: %s)", self._suppressed,
+                            now - self._window, self._last)
+            self._window, self._logged, self._suppressed = now, 0, 0
+        if self._logged < self.LINES_PER_SECOND:
+            self._logged += 1
+            log.warning("signal rejected: %s (%s)", reason, signal)
+        else:
+            self._suppressed += 1
+            self._last = reason
 
 
 _live_traders: "weakref.WeakValueDictionary[str, LiveTrader]" = weakref.WeakValueDictionary()
@@ -129,16 +163,13 @@ class LiveTrader:
         self.config = config
         self.metrics = LatencyMetrics(config.metrics_window)
         self.live = not config.paper
-        limits = config.risk
-        if self.live and limits == RiskLimits():
-            limits = RiskLimits.live_defaults()
-        self.risk = RiskManager(limits)
-        self.broker = self._paper_broker() if config.paper else self._live_broker()
         self.session = None
+        self.simulator = None
+        self.risk = RiskManager(config.risk.for_live() if self.live else config.risk)
+        self.broker = self._paper_broker() if config.paper else self._live_broker()
         self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.queue_size,
                                      poll_interval=config.poll_interval)
         self._measure_latency = config.latency_metrics
-        self.simulator = None
         self.feed: SmartFeed | None = None
         self._strategy: Strategy | None = None
         self._strategy_lock = threading.Lock()
@@ -147,7 +178,9 @@ class LiveTrader:
         self._holds_frozen_heap = False
         self._tick_listeners: tuple = ()
         self._signal_listeners: tuple = ()
-        self.signals: list[Signal] = []
+        self.signals: deque[Signal] = deque(maxlen=config.signals_kept)
+        self.signal_count = 0
+        self._rejections = _RejectionLog()
         self.ticks_processed = 0
         self.strategy_errors = 0
         self.last_strategy_error: str = ""
@@ -186,19 +219,23 @@ class LiveTrader:
                     self._strategy_failed(strategy, tick, exc)
             if measured:
                 decided = perf_counter_ns()
-            # 3. signal -> risk -> broker
+            # 3. signal -> risk -> broker, one signal at a time: a bad one never drops its siblings
             if signals is not None:
-                for signal in signals if isinstance(signals, list) else (signals,):
+                for signal in self._signals_of(signals, strategy, tick):
                     signal.tick_seq, signal.tick_recv_ns = tick.seq, tick.recv_ns
                     self.signals.append(signal)
-                    reason = self.risk.check(signal, tick, self.broker)
-                    if reason is None:
-                        order = self.broker.submit(signal, tick)
-                        if order.status == "REJECTED":
-                            reason = order.status_message or "rejected by the broker"
+                    self.signal_count += 1
+                    try:
+                        reason = self.risk.check(signal, tick, self.broker)
+                        if reason is None:
+                            order = self.broker.submit(signal, tick)
+                            if order.status == "REJECTED":
+                                reason = order.status_message or "rejected by the broker"
+                    except Exception as exc:
+                        reason = f"the order could not be made ({type(exc).__name__}: {exc})"
                     if reason is not None:
                         self.rejected_signals += 1
-                        log.warning("signal rejected: %s (%s)", reason, signal)
+                        self._rejections.log(reason, signal)
                     for listener in self._signal_listeners:
                         listener(signal, reason)
                 if measured:
@@ -248,6 +285,31 @@ class LiveTrader:
                 on_gap(gap)
             except Exception as exc:
                 self._strategy_failed(strategy, tick, exc)
+
+    def _signals_of(self, returned, strategy, tick):
+        """What ``on_tick`` returned, as Signals: one, any iterable of them, or a counted strategy error."""
+        if isinstance(returned, Signal):
+            return (returned,)
+        if isinstance(returned, (list, tuple)):
+            batch = returned
+        elif isinstance(returned, (str, bytes, dict)) or not hasattr(returned, "__iter__"):
+            self._strategy_failed(strategy, tick, TypeError(
+                f"on_tick returned {type(returned).__name__} {returned!r:.60}; return a kit.Signal, None, "
+                "or a list of Signals"))
+            return ()
+        else:
+            try:
+                batch = list(returned)          # a generator runs the strategy's code: under its lock, here
+            except Exception as exc:
+                self._strategy_failed(strategy, tick, exc)
+                return ()
+        good = [s for s in batch if isinstance(s, Signal)]
+        if len(good) != len(batch):
+            bad = next(s for s in batch if not isinstance(s, Signal))
+            self._strategy_failed(strategy, tick, TypeError(
+                f"on_tick returned {type(bad).__name__} {bad!r:.60} among its signals; each must be a kit.Signal "
+                "(the others were kept)"))
+        return good
 
     def _strategy_failed(self, strategy, tick, exc) -> None:
         self.strategy_errors += 1
@@ -358,6 +420,7 @@ class LiveTrader:
                 if self._strategy is not None:
                     self._call_hook(self._strategy, "on_start")
                 self._running = True
+            self.risk.gate.open("stopped")
             if consumer_thread:
                 self.dispatcher.start_consumer_thread(name=f"kit-consumer-{self.config.name}")
             self.feed.start()
@@ -418,6 +481,9 @@ class LiveTrader:
         with self._lifecycle_lock:
             if not self._running:
                 return
+            # First of all: no order reaches the exchange after stop() returns. Orders queued
+            # for the sender are cancelled, and a request in flight finishes before this returns.
+            self.risk.gate.close("stopped", "the trader is stopped")
             if self.feed is not None:
                 self.feed.stop()
             self.dispatcher.stop()
@@ -471,6 +537,8 @@ class LiveTrader:
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
+        # Traders still running keep the heap frozen; what this one leaves behind must not stay with it.
+        frozen_heap.collect_released()
 
     def __enter__(self):
         return self.start()
@@ -489,7 +557,7 @@ class LiveTrader:
             self.simulator.start()
             if self.live:
                 self._connect_live()
-            self._resolve_paper_lots(self.simulator.orders.master_url)
+            self._give_paper_the_master(self.simulator.orders.master_url)
             c = self.simulator.credentials
             return self.simulator.url, FeedCredentials(c.auth_token, c.api_key, c.client_code, c.feed_token)
         from .session import ANGEL_FEED_URL, FEED_URL_ENV, Credentials, login
@@ -497,7 +565,7 @@ class LiveTrader:
         self.session = session
         if self.live:
             self._connect_live()
-        self._resolve_paper_lots(cfg.instruments_url)
+        self._give_paper_the_master(cfg.instruments_url)
         return cfg.feed_url or os.environ.get(FEED_URL_ENV) or ANGEL_FEED_URL, session.feed
 
     def _default_tokens(self) -> dict:
@@ -509,12 +577,13 @@ class LiveTrader:
     # ================================================================== the brokers
     def _paper_broker(self) -> PaperBroker:
         cfg = self.config
+        collar = self.risk.limits.price_collar
         if cfg.journal is None:
-            return PaperBroker()
+            return PaperBroker(price_collar=collar)
         from .journal import Journal
-        journal = Journal(cfg.journal, synchronous=cfg.journal_sync)
+        journal = Journal(cfg.journal, synchronous=cfg.journal_sync, owner=cfg.name)
         try:
-            return PaperBroker(journal=journal)
+            return PaperBroker(journal=journal, price_collar=collar)
         except BaseException:       # e.g. the file is a live trader's journal: leave it unlocked
             journal.close()
             raise
@@ -524,8 +593,14 @@ class LiveTrader:
         from .broker_live import SmartApiBroker
         from .journal import Journal
         cfg = self.config
-        journal = Journal(cfg.journal or Journal.default_path(cfg.name), synchronous=cfg.journal_sync)
-        return SmartApiBroker(journal, product=cfg.product, name=cfg.name)
+        path = cfg.journal or Journal.default_path(cfg.name, client_code=self._client_code())
+        journal = Journal(path, synchronous=cfg.journal_sync, owner=cfg.name)
+        try:
+            return SmartApiBroker(journal, product=cfg.product, name=cfg.name, gate=self.risk.gate,
+                                  price_collar=self.risk.limits.price_collar)
+        except BaseException:
+            journal.close()
+            raise
 
     def _connect_live(self) -> None:
         """Log in for orders (the embedded simulator's REST when feed="sim") and connect the live broker."""
@@ -544,12 +619,12 @@ class LiveTrader:
         self.broker.connect(self.session.client, self.session.feed, updates_url, InstrumentMaster.load(master_url),
                             reconnect=cfg.reconnect)
 
-    def _resolve_paper_lots(self, master_url: str | None) -> None:
-        """A paper trader with max_lots_per_order needs lot sizes: from the instrument master."""
-        if self.live or self.risk.lot_size is not None or self.risk.limits.max_lots_per_order is None:
+    def _give_paper_the_master(self, master_url: str | None) -> None:
+        """Paper refuses what live would (unknown tokens, odd lots, off-tick prices): it needs the master."""
+        if self.live or self.broker.instruments is not None:
             return
         from .instruments import InstrumentMaster
-        self.risk.lot_size = InstrumentMaster.load(master_url).lot_size
+        self.broker.instruments = InstrumentMaster.load(master_url)
 
     def _client_code(self) -> str:
         if self.session is not None:
@@ -580,14 +655,16 @@ class LiveTrader:
             raise ValueError("arm_live(confirm=...) takes the client code of the account this trader logs into; "
                              "that is not it. Nothing was armed.")
         self.risk.arm()
-        self.broker.arm()
         log.warning("LIVE TRADING ARMED for client %s: signals now become real orders", confirm)
 
     def disarm_live(self) -> None:
-        """Later live signals are rejected again; orders already sent are not touched."""
+        """Refuse every later live order. Orders queued and not yet sent are cancelled before this
+        returns; orders already at the exchange are left there (``kill()`` cancels them)."""
         self.risk.disarm()
-        if self.live:
-            self.broker.disarm()
+
+    def resume(self) -> None:
+        """Lift the kill switch and the daily-loss stop; both stay until this is called."""
+        self.risk.resume()
 
     def submit(self, signal: Signal, tick=None):
         """A manual order from the notebook, through the same risk checks as the strategy's.
@@ -608,24 +685,21 @@ class LiveTrader:
         flattening fills. Paper: flattening orders fill on the next tick.
         Returns what it did.
         """
-        self.risk.halt(reason)
+        self.risk.halt(reason)          # closes the gate: orders queued for the exchange are cancelled now
         log.warning("KILL SWITCH: %s", reason)
         cancelled = self.broker.cancel_all()
-        if self.live:
-            self.broker.wait_settled(timeout)
-        orders = []
+        settled = self.broker.wait_settled(timeout) if self.live else True
+        orders, error = [], ""
         if flatten:
-            if self.live:
+            # Live: from the broker's positions read now, never from the journal's belief.
+            try:
                 orders = self.broker.flatten(reason)
-            else:
-                for p in self.broker.positions.values():
-                    if p.qty:
-                        side = "SELL" if p.qty > 0 else "BUY"
-                        orders.append(self.broker.submit(
-                            Signal(p.token, side, abs(p.qty), "MARKET", None, p.exchange_type, reason), None))
-            if self.live:
-                self.broker.wait_settled(timeout)
-        return {"halted": True, "reason": reason, "cancelled": cancelled,
+            except Exception as exc:
+                error = f"could not flatten: {type(exc).__name__}: {exc}"
+                log.error("KILL SWITCH: %s", error)
+            if self.live and orders:
+                settled = self.broker.wait_settled(timeout) and settled
+        return {"halted": True, "reason": reason, "cancelled": cancelled, "settled": settled, "error": error,
                 "flatten_orders": [o.order_id for o in orders],
                 "open_orders": len(self.broker.open_orders()),
                 "positions": {key: p.qty for key, p in self.broker.positions.items() if p.qty}}
@@ -647,7 +721,7 @@ class LiveTrader:
             "max_queue_depth": d.max_depth,
             "dropped": d.dropped,
             "strategy_errors": self.strategy_errors,
-            "signals": len(self.signals),
+            "signals": self.signal_count,
             "rejected_signals": self.rejected_signals,
             "malformed_frames": feed.malformed if feed else 0,
             "error_frames": feed.error_frames if feed else 0,
@@ -675,12 +749,24 @@ class LiveTrader:
             "armed": self.risk.armed,
             "halted": self.risk.halted,
             "halt_reason": self.risk.halt_reason,
+            # Why an order would be refused now ("" when trading is allowed), and the daily-loss stop.
+            "orders_blocked": self.risk.gate.refusal(ignore=frozenset() if self.live else frozenset({"disarmed"}))
+            or "",
+            "loss_stop": self.risk.loss_stop,
             "last_rejection": self.risk.last_rejection,
             "open_orders": len(self.broker.open_orders()),
+            "bad_marks": self.broker.bad_marks,
+            **(self._live_status() if self.live else {}),
             "realized_pnl": pnl["realized"],
             "unrealized_pnl": pnl["unrealized"],
             "pnl": pnl["total"],
         }
+
+    def _live_status(self) -> dict:
+        broker = self.broker
+        return {"orders_queued": broker.queued, "journal_error": broker.journal_error,
+                "position_differences": broker.stats["position_differences"],
+                "positions_checked_at": broker.positions_checked_at}
 
     def signals_df(self) -> pd.DataFrame:
         return pd.DataFrame([s.as_row() for s in list(self.signals)],

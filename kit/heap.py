@@ -58,5 +58,19 @@ class FrozenHeap:
             if self.holders == 0:
                 gc.unfreeze()
 
+    def collect_released(self) -> None:
+        """While frozen, collect the cycles a closed trader left in the frozen heap, then freeze again.
+
+        A trader created before another one started was frozen with the heap;
+        closed, its cycles would stay until the last trader stops. One full
+        collection, at a user's close, not on a tick path.
+        """
+        with self._lock:
+            if self.holders == 0:
+                return
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+
 
 frozen_heap = FrozenHeap()

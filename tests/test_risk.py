@@ -176,7 +176,7 @@ def test_paper_kill_switch_cancels_flattens_and_halts(sim, in_tmp_cwd):
         def on_tick(self, t):
             self.n += 1
             if self.n == 1:
-                return [kit.Signal.buy(t, 130), kit.Signal.buy(t, 65, limit=round(t.ltp / 2, 2))]
+                return [kit.Signal.buy(t, 130), kit.Signal.buy(t, 65, limit=round(t.ltp * 0.8 / 0.05) * 0.05)]
             if self.n >= 3:
                 return kit.Signal.buy(t, 65)       # would keep buying, but the kill switch stops it
 

@@ -38,10 +38,10 @@ class EveryFifth(Strategy):
 
 
 class RestingBids(Strategy):
-    """A limit bid at half the price on every tick: orders that stay open until cancelled."""
+    """A limit bid 20 % under the price on every tick: orders that stay open until cancelled."""
 
     def on_tick(self, tick):
-        return Signal.buy(tick, qty=1, limit=round(tick.ltp / 2, 2), reason="rest")
+        return Signal.buy(tick, qty=65, limit=round(tick.ltp * 0.8 / 0.05) * 0.05, reason="rest")
 
 
 @pytest.fixture
