@@ -56,7 +56,14 @@ class ReconnectPolicy:
     ``initial_delay`` again; one that dies sooner (a server that accepts and
     drops) keeps growing it, so a flapping endpoint is not hammered.
 
-        kit.ReconnectPolicy(initial_delay=0.5, max_delay=10, jitter=0.2)
+    ``connect_timeout`` bounds each attempt: the TCP connect, TLS, and each
+    read of the server's answer to the WebSocket upgrade wait at most that
+    many seconds. A server that accepts and never answers is then a failed
+    connect like any other (``stats.failed_connects``, ``stats.last_error``
+    "... timed out after N s"), retried by this policy. ``None`` waits forever.
+    Both kit sockets (market feed and order updates) take it from here.
+
+        kit.ReconnectPolicy(initial_delay=0.5, max_delay=10, jitter=0.2, connect_timeout=5)
     """
     enabled: bool = True
     initial_delay: float = 0.2
@@ -64,6 +71,7 @@ class ReconnectPolicy:
     jitter: float = 0.25
     max_attempts: int | None = None  # None: forever (a market day is long)
     reset_after: float = 5.0
+    connect_timeout: float | None = 10.0
 
     def next_attempt(self, attempt: int, up_for: float | None) -> int:
         """The attempt number after a drop: 1 again if the connection stayed up ``reset_after`` s, else one more.
@@ -195,7 +203,8 @@ class SmartFeed:
                 for mode, by_exchange in self._ws.subscriptions().items():
                     _merge(self._pending, mode, by_exchange)
             self._ws = KitWebSocketV2(self.url, c.auth_token, c.api_key, c.client_code, c.feed_token,
-                                      parser=self.parser, verify_tls=self.verify_tls)
+                                      parser=self.parser, verify_tls=self.verify_tls,
+                                      connect_timeout=self.reconnect.connect_timeout)
         self._ws.on_tick = self._on_tick
         self._ws.on_text = self._on_text
         self._ws.on_malformed = self._on_malformed
@@ -212,7 +221,11 @@ class SmartFeed:
         return self._connected.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the connection with the close handshake and end both threads."""
+        """Close the connection with the close handshake and end both threads.
+
+        A connect still in progress is cut short rather than waited out, so a
+        server that never answers the upgrade does not hold ``stop()``.
+        """
         self._stop.set()
         self._closing_reason = "stopped"
         ws = self._ws
@@ -226,7 +239,7 @@ class SmartFeed:
             ws.close_connection()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            join_closing(thread, ws, timeout)
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout)
         self._thread = self._watchdog = None
@@ -495,6 +508,23 @@ class SmartFeed:
 
 def _discard(tick) -> None:
     """The client's tick handler once the feed is stopping."""
+
+
+def join_closing(thread: threading.Thread, client, timeout: float, every: float = 0.05) -> None:
+    """Join a socket thread whose client was told to close, telling it again while the thread lives.
+
+    One ``close_connection()`` cannot reach a connect that had no socket yet
+    (still in its TCP connect) or that began just after it (the thread was
+    between its stop check and ``connect()``); repeating it does, as soon as
+    that socket exists. Each repeat is a no-op once the close frame is out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        thread.join(min(every, max(0.0, deadline - time.monotonic())))
+        if not thread.is_alive() or time.monotonic() >= deadline:
+            return
+        if client is not None:
+            client.close_connection()
 
 
 def _merge(target: dict, mode: int, by_exchange: dict) -> None:

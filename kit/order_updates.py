@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import websocket
 
-from .feed import FeedCredentials, ReconnectPolicy
+from .feed import FeedCredentials, ReconnectPolicy, join_closing
 from .sdk_adapter import KitOrderUpdateSocket
 
 log = logging.getLogger("kit.order_updates")
@@ -45,6 +45,7 @@ class OrderStreamStats:
     heartbeats_sent: int = 0
     unknown_frames: int = 0
     socket_errors: int = 0
+    failed_connects: int = 0          # attempts that never opened (refused, timed out, ...)
     stalls: int = 0
     auth_failed: bool = False
     last_error: str = ""
@@ -90,7 +91,8 @@ class OrderUpdateStream:
         self.stats.auth_failed = False
         c = self.credentials
         self._sock = KitOrderUpdateSocket(self.url, c.auth_token, c.api_key, c.client_code, c.feed_token,
-                                          verify_tls=self.verify_tls)
+                                          verify_tls=self.verify_tls,
+                                          connect_timeout=self.reconnect.connect_timeout)
         self._sock.on_update = self._on_update
         self._sock.on_text = self._on_text
         self._sock.on_connect = self._on_connect
@@ -106,12 +108,15 @@ class OrderUpdateStream:
         return self._connected.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close the connection and end both threads; a connect in progress is cut short."""
         self._stop.set()
-        if self._sock is not None:
-            self._sock.close_connection()
-        for t in (self._thread, self._watchdog):
-            if t is not None and t is not threading.current_thread():
-                t.join(timeout)
+        sock = self._sock
+        if sock is not None:
+            sock.close_connection()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            join_closing(self._thread, sock, timeout)
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout)
         self._thread = self._watchdog = None
         self.stats.connected = False
         self._connected.clear()
@@ -135,18 +140,21 @@ class OrderUpdateStream:
             self._connected.clear()
             if self._stop.is_set():
                 break
+            opened = self.stats.connects > connects_before
+            if not opened:
+                self.stats.failed_connects += 1
             if self.stats.auth_failed or not self.reconnect.enabled:
                 log.error("order updates %s: not reconnecting (%s)", self.name,
                           "token refused" if self.stats.auth_failed else "reconnect disabled")
                 break
-            opened = self.stats.connects > connects_before
             attempt = self.reconnect.next_attempt(attempt, time.monotonic() - self._opened_at if opened else None)
             if self.reconnect.max_attempts is not None and attempt > self.reconnect.max_attempts:
                 log.error("order updates %s: gave up after %d reconnect attempts", self.name, attempt - 1)
                 break
             delay = self.reconnect.delay(attempt, self._rng)
-            log.warning("order updates %s: disconnected (%s); reconnect %d in %.2fs",
-                        self.name, self.stats.last_error or "closed", attempt, delay)
+            log.warning("order updates %s: %s (%s); reconnect %d in %.2fs", self.name,
+                        "disconnected" if opened else "connect failed",
+                        self.stats.last_error or "closed", attempt, delay)
             if self._stop.wait(delay):
                 break
             self.stats.reconnects += 1

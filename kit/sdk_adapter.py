@@ -72,6 +72,15 @@ And one more in ``SmartConnect``:
     ended with an error line. Here it is neither reported as an error nor
     logged; ``on_close`` still reports the close with its code.
 
+19. Neither SDK socket bounds its connect: ``run_forever`` runs with
+    websocket-client's global default timeout (none), so a server that
+    accepts TCP but never answers the HTTP upgrade holds ``connect()``
+    forever, and a close from another thread cannot reach a socket that is
+    not open yet. Here each attempt (TCP, TLS, every read of the upgrade
+    reply) waits at most ``connect_timeout`` seconds, set on that connection
+    alone, and fails with ``ConnectTimeout``; ``close_connection()`` aborts
+    an upgrade in progress.
+
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
@@ -180,9 +189,20 @@ def _is_normal_close(error) -> bool:
     return isinstance(error, websocket.WebSocketConnectionClosedException) and str(error).startswith(_NORMAL_CLOSE)
 
 
+# 19: after the kit cut a connect short (a stop), websocket-client's "<error> - goodbye" line
+# follows on the same thread; it is no error either. Set by _reported_error, read once here.
+_cut_short = threading.local()
+
+
 class _NormalCloseIsNoError(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and record.getMessage().startswith(_NORMAL_CLOSE))
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        if getattr(_cut_short, "goodbye", False) and message.endswith(" - goodbye"):
+            _cut_short.goodbye = False
+            return False
+        return not message.startswith(_NORMAL_CLOSE)
 
 
 logging.getLogger("websocket").addFilter(_NormalCloseIsNoError("kit-normal-close"))
@@ -337,6 +357,10 @@ else:  # pragma: no cover - a websocket-client without it
 _PONG = object()   # _text_payload's answer for a text pong
 
 
+class ConnectTimeout(websocket.WebSocketTimeoutException):
+    """A connect attempt that did not open within the socket's ``connect_timeout`` (19)."""
+
+
 class _ClosesCleanly:
     """What both kit sockets share: the text heartbeat, reading a text frame, and a
     close requested from another thread that neither hangs nor leaks the TCP socket.
@@ -349,7 +373,9 @@ class _ClosesCleanly:
     returns, and the TCP socket is closed after ``run_forever`` (which
     websocket-client skips after ``send_close``).
     """
-    _socket = None
+    _socket = None            # the open connection's socket; None until the upgrade succeeded
+    _aborted_app = None       # the app whose connect close_connection() cut short
+    connect_timeout: float | None = 10.0
 
     def send_heartbeat(self) -> bool:
         """Angel One's text ``ping`` (8; the server answers text ``pong``). Both sockets document it."""
@@ -374,8 +400,19 @@ class _ClosesCleanly:
         except ValueError:
             return None
 
+    def _bounded_headers(self, app, headers: dict):
+        """The app's ``header``: websocket-client calls it on the socket thread just before it
+        connects, with this attempt's ``WebSocket`` already made, so the timeout set here bounds
+        this connection's TCP connect, TLS and upgrade alone (19). No global default is touched."""
+        def header():
+            if self.connect_timeout and app.sock is not None:
+                app.sock.settimeout(self.connect_timeout)
+            return headers
+        return header
+
     def _run_forever(self, app, **kwargs) -> None:
         self._socket = None
+        _cut_short.goodbye = False
         try:
             app.run_forever(**kwargs)
         finally:
@@ -383,16 +420,42 @@ class _ClosesCleanly:
                 self._socket.shutdown()
 
     def _remember_socket(self, app) -> None:
+        """The upgrade succeeded: reads and writes wait as websocket-client's default says again."""
         self._socket = app.sock
+        app.sock.settimeout(websocket.getdefaulttimeout())
 
-    @staticmethod
-    def _begin_close(app) -> None:
+    def _reported_error(self, app, error):
+        """What to tell the owner about ``error``: None for a normal close (18) or a connect that
+        ``close_connection()`` cut short; a ``ConnectTimeout`` naming the step for a timed-out connect."""
+        if _is_normal_close(error):
+            return None
+        if app is self._aborted_app:
+            _cut_short.goodbye = True
+            return None
+        if self._socket is None and self.connect_timeout:
+            if isinstance(error, websocket.WebSocketTimeoutException):   # reading or writing the upgrade
+                return ConnectTimeout(f"handshake timed out after {self.connect_timeout:g} s")
+            if isinstance(error, TimeoutError):                          # the TCP connect or TLS
+                return ConnectTimeout(f"connect timed out after {self.connect_timeout:g} s")
+        return error
+
+    def _begin_close(self, app) -> None:
+        """Close the connection, or cut short a connect in progress. Safe to call again and again."""
         if app is None:
             return
         app.keep_running = False
         sock = app.sock
-        if sock is None or not sock.connected:
+        if sock is None:
             return
+        if sock is not self._socket:
+            # Still connecting: there is nothing to close politely, and the blocked upgrade read
+            # would wait out connect_timeout. Waking it ends the attempt now. During the TCP
+            # connect itself there is no socket to wake yet; the owner calls again (19).
+            self._aborted_app = app
+            _abort_if_open(sock)
+            return
+        if not sock.connected:
+            return    # the close frame is out; the socket thread reads the reply
         try:
             sock.send_close()
         except Exception as exc:
@@ -423,7 +486,7 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
 
     def __init__(self, url: str, auth_token: str, api_key: str, client_code: str, feed_token: str, *,
                  parser: str = "fast", verify_tls: bool = True, protocol_ping_interval: float = 0,
-                 read_ahead: bool = True):
+                 read_ahead: bool = True, connect_timeout: float | None = 10.0):
         # 2: SmartWebSocketV2.__init__ would create logs/ and reconfigure logzero.
         self.ROOT_URI = url
         self.auth_token, self.api_key = auth_token, api_key
@@ -446,6 +509,7 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         self.verify_tls = verify_tls
         self.protocol_ping_interval = protocol_ping_interval
         self.read_ahead = read_ahead
+        self.connect_timeout = connect_timeout
         self.on_tick = self.on_text = self.on_malformed = None
         self.on_connect = self.on_disconnect = self.on_socket_error = None
 
@@ -481,8 +545,9 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
                    "x-client-code": self.client_code, "x-feed-token": self.feed_token}
         app_class = _ReadAheadApp if self.read_ahead and _ReadAheadApp else websocket.WebSocketApp
         self.wsapp = app_class(
-            self.ROOT_URI, header=headers, on_open=self._on_open, on_error=self._on_error,
+            self.ROOT_URI, on_open=self._on_open, on_error=self._on_error,
             on_close=self._on_close, on_data=self._on_data, on_ping=self._on_ping, on_pong=self._on_pong)
+        self.wsapp.header = self._bounded_headers(self.wsapp, headers)    # 19
         sslopt = None
         if self.ROOT_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
@@ -504,7 +569,8 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
 
     def _on_error(self, wsapp, error):
         # 5: report only. websocket-client ends run_forever after a fatal error by itself.
-        if self.on_socket_error and not _is_normal_close(error):   # 18
+        error = self._reported_error(wsapp, error)    # 18, 19
+        if self.on_socket_error and error is not None:
             self.on_socket_error(error)
 
     def _on_close(self, wsapp, close_status_code=None, close_msg=None):
@@ -554,13 +620,15 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
     """
 
     def __init__(self, url: str, auth_token: str, api_key: str, client_code: str, feed_token: str, *,
-                 verify_tls: bool = True, protocol_ping_interval: float = 0):
+                 verify_tls: bool = True, protocol_ping_interval: float = 0,
+                 connect_timeout: float | None = 10.0):
         # 16: SmartWebSocketOrderUpdate.__init__ would create logs/ and reconfigure logzero.
         self.WEBSOCKET_URI = url
         self.auth_token, self.api_key = auth_token, api_key
         self.client_code, self.feed_token = client_code, feed_token
         self.verify_tls = verify_tls
         self.protocol_ping_interval = protocol_ping_interval
+        self.connect_timeout = connect_timeout
         self.wsapp = None
         self.last_pong_timestamp = None
         self.current_retry_attempt = 0          # 13: per instance (and unused)
@@ -574,8 +642,9 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
         headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
                    "x-client-code": self.client_code, "x-feed-token": self.feed_token}
         self.wsapp = websocket.WebSocketApp(
-            self.WEBSOCKET_URI, header=headers, on_open=self.on_open, on_error=self.on_error,
+            self.WEBSOCKET_URI, on_open=self.on_open, on_error=self.on_error,
             on_close=self.on_close, on_data=self.on_data, on_ping=self.on_ping, on_pong=self.on_pong)
+        self.wsapp.header = self._bounded_headers(self.wsapp, headers)    # 19
         sslopt = None
         if self.WEBSOCKET_URI.startswith("wss://"):
             sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
@@ -595,7 +664,8 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
             self.on_connect()
 
     def on_error(self, wsapp, error):
-        if self.on_socket_error and not _is_normal_close(error):    # 18
+        error = self._reported_error(wsapp, error)    # 18, 19
+        if self.on_socket_error and error is not None:
             self.on_socket_error(error)
 
     def on_close(self, wsapp, close_status_code=None, close_msg=None):

@@ -484,3 +484,40 @@ def test_17_the_refresh_token_in_a_logged_request_line_is_masked(sim, in_tmp_cwd
     profile_lines = [r.getMessage() for r in caplog.records if "getProfile" in r.getMessage()]
     assert any(line.startswith("http://") and "getProfile?***" in line for line in profile_lines)  # urllib3's line
     assert c.refresh_token not in caplog.text and c.jwt not in caplog.text
+
+
+def test_19_a_silent_upgrade_times_out_and_a_close_reaches_it(in_tmp_cwd):
+    import socket
+    listener = socket.create_server(("127.0.0.1", 0))   # accepts (the kernel's backlog) and never answers
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}/smart-order-update"
+    try:
+        # Control: the SDK's client waits for the upgrade reply forever, and its close cannot reach it.
+        sdk = _sdk_order_socket(url, "Bearer x", [])
+        sdk.MAX_CONNECTION_RETRY_ATTEMPTS = 0
+        control = _in_thread(sdk.connect)
+        time.sleep(1.0)
+        sdk.close_connection()
+        control.join(0.5)
+        assert control.is_alive()
+        conn, _ = listener.accept()
+        conn.close()                                     # the server gives up: the control ends
+        control.join(5)
+        assert not control.is_alive()
+        # The kit's client: the attempt fails after connect_timeout, reported as such...
+        sock = _kit_order_socket(url, "Bearer x", connect_timeout=0.3)
+        t0 = time.monotonic()
+        sock.connect()
+        assert time.monotonic() - t0 < 2 and not sock.updates
+        assert [str(e) for e in sock.errors] == ["handshake timed out after 0.3 s"]
+        assert isinstance(sock.errors[0], sdk_adapter.ConnectTimeout)
+        # ...and close_connection() ends a hung upgrade at once, as no error.
+        sock = _kit_order_socket(url, "Bearer x", connect_timeout=60)
+        t = _in_thread(sock.connect)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        sock.close_connection()
+        t.join(5)
+        assert not t.is_alive() and time.monotonic() - t0 < 1 and not sock.errors
+    finally:
+        listener.close()
+
