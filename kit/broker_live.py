@@ -551,7 +551,8 @@ class SmartApiBroker(PositionBook):
             # The write-ahead rule: the order is durable before the exchange can know of it.
             # A flattening order goes even so: it only shrinks what the broker itself reports.
             if not self._journal("intent", order=_order_record(order), payload=params) and not force:
-                self._finish_unsent(order_id, f"not sent: {self.journal_error}", REJECTED, journal=False)
+                self._finish_unsent(order_id, f"not sent: the journal could not record it ({self.journal_error})",
+                                    REJECTED, journal=False)
                 return
         if timing is not None:
             timing.journaled = perf_counter_ns()

@@ -155,11 +155,11 @@ class LiveTrader:
     def __init__(self, config: TraderConfig | None = None, **overrides):
         config = replace(config or TraderConfig(), **overrides)
         with _registry_lock:
-            previous = _live_traders.get(config.name)
-            if previous is not None:
-                log.info("closing the previous trader named %r", config.name)
-                previous.close()
-            _live_traders[config.name] = self
+            previous = _live_traders.pop(config.name, None)
+        if previous is not None:
+            # First, so its feed, simulator and journal lock are released before this one takes them.
+            log.info("closing the previous trader named %r", config.name)
+            previous.close()
         self.config = config
         self.metrics = LatencyMetrics(config.metrics_window)
         self.live = not config.paper
@@ -191,6 +191,9 @@ class LiveTrader:
         self.gaps: deque[Gap] = deque(maxlen=SmartFeed.GAP_HISTORY)
         self._pending_gaps: dict = {}       # (exchange_type, token) -> [Gap, ...]
         self._gaps_lock = threading.Lock()
+        # Registered only once whole: a trader whose construction failed is never closed by the next one.
+        with _registry_lock:
+            _live_traders[config.name] = self
 
     # ================================================================== the tick path
     def _on_tick(self, tick, via: str) -> None:
@@ -537,8 +540,6 @@ class LiveTrader:
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
-        # Traders still running keep the heap frozen; what this one leaves behind must not stay with it.
-        frozen_heap.collect_released()
 
     def __enter__(self):
         return self.start()
@@ -555,15 +556,17 @@ class LiveTrader:
                 self.simulator = Simulator(port=cfg.sim_port, tokens=cfg.tokens, rate=cfg.sim_rate,
                                            seed=cfg.sim_seed, delay_ms=cfg.sim_delay_ms)
             self.simulator.start()
-            if self.live:
+            if self.live and not self.broker.connected:
                 self._connect_live()
             self._give_paper_the_master(self.simulator.orders.master_url)
             c = self.simulator.credentials
             return self.simulator.url, FeedCredentials(c.auth_token, c.api_key, c.client_code, c.feed_token)
         from .session import ANGEL_FEED_URL, FEED_URL_ENV, Credentials, login
-        session = login(Credentials.from_env(cfg.env_file), root=cfg.rest_url)
-        self.session = session
-        if self.live:
+        # A restart keeps the session and the live broker's connection: stop() stops the feed only.
+        if self.session is None:
+            self.session = login(Credentials.from_env(cfg.env_file), root=cfg.rest_url)
+        session = self.session
+        if self.live and not self.broker.connected:
             self._connect_live()
         self._give_paper_the_master(cfg.instruments_url)
         return cfg.feed_url or os.environ.get(FEED_URL_ENV) or ANGEL_FEED_URL, session.feed

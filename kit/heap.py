@@ -13,7 +13,8 @@ generation that collections skip; ``gc.unfreeze()`` puts them back. The
 engine freezes when the first trader starts and unfreezes when the last one
 stops (``TraderConfig.freeze_heap``, on by default). While frozen, cyclic
 garbage made of objects from before the start is not reclaimed; it is, at
-the first full collection after the stop. Objects made while trading are
+the first full collection after the stop, or when another trader starts
+(which collects once and freezes again). Objects made while trading are
 collected as usual, and reference counting frees everything acyclic anyway.
 
     heap = FrozenHeap()
@@ -41,6 +42,12 @@ class FrozenHeap:
         with self._lock:
             self.holders += 1
             if self.holders > 1:
+                # Another trader keeps the heap frozen, so what a closed trader left there (a
+                # re-run cell's old trader) would stay until the last one stops: collect it now.
+                # A full collection, once, at a user's start() rather than on a tick thread.
+                gc.unfreeze()
+                gc.collect()
+                gc.freeze()
                 return
             started = time.perf_counter()
             # The young generations only: the recent garbage, cheaply. A full collection here
@@ -58,19 +65,6 @@ class FrozenHeap:
             if self.holders == 0:
                 gc.unfreeze()
 
-    def collect_released(self) -> None:
-        """While frozen, collect the cycles a closed trader left in the frozen heap, then freeze again.
-
-        A trader created before another one started was frozen with the heap;
-        closed, its cycles would stay until the last trader stops. One full
-        collection, at a user's close, not on a tick path.
-        """
-        with self._lock:
-            if self.holders == 0:
-                return
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
 
 
 frozen_heap = FrozenHeap()

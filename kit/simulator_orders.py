@@ -40,6 +40,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from datetime import date, datetime, timedelta
@@ -267,6 +268,9 @@ class SimulatedExchange:
         self._rejections: deque[str] = deque()
         self._ids = itertools.count(1)
         self._fill_ids = itertools.count(1)
+        # (time.monotonic_ns() at arrival, "place" | "modify" | "cancel"): when each order request reached
+        # the exchange, so a test can tell whether any arrived after a client said it would stop sending.
+        self.arrivals: deque[tuple[int, str]] = deque(maxlen=100_000)
         self.socket = OrderUpdateServer(self._check_token, user_id=sim.rest.credentials.client_code, port=port)
         rest = sim.rest
         rest.route("POST", PLACE_PATH)(self._place)
@@ -321,6 +325,7 @@ class SimulatedExchange:
 
     # ------------------------------------------------------------------ REST handlers
     def _place(self, req: RestRequest):
+        self.arrivals.append((time.monotonic_ns(), "place"))
         p = req.body
         problem = self._invalid(p, ("variety", "tradingsymbol", "symboltoken", "transactiontype", "exchange",
                                     "ordertype", "producttype", "duration", "quantity"))
@@ -348,6 +353,7 @@ class SimulatedExchange:
         return reply({"script": p["tradingsymbol"], "orderid": order.order_id, "uniqueorderid": order.unique_id})
 
     def _modify(self, req: RestRequest):
+        self.arrivals.append((time.monotonic_ns(), "modify"))
         p = req.body
         order, refused = self._named_order(p, ("variety", "orderid", "ordertype", "producttype", "duration",
                                                "quantity", "tradingsymbol", "symboltoken", "exchange"))
@@ -374,6 +380,7 @@ class SimulatedExchange:
         return reply({"orderid": order.order_id, "uniqueorderid": order.unique_id})
 
     def _cancel(self, req: RestRequest):
+        self.arrivals.append((time.monotonic_ns(), "cancel"))
         order, refused = self._named_order(req.body, ("variety", "orderid"))
         if refused:
             return refused
