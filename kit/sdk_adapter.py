@@ -13,7 +13,8 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    that skip exactly those two things; the SDK's ``logger`` becomes the kit's
    ``kit.sdk`` logger.
 3. A failed login makes the SDK log the PIN, TOTP and API key. Every record on
-   the SDK's loggers passes through ``SecretRedactor`` first.
+   the SDK's loggers, and on any logger of the ``kit`` tree, passes through
+   ``SecretRedactor`` first.
 4. ``input_request_dict`` is class-level, ``subscribe()`` aliases the caller's
    token list and ``unsubscribe()`` merges request keys into it (breaking
    ``resubscribe()``). ``KitWebSocketV2`` keeps it per instance, copies the
@@ -81,6 +82,13 @@ And one more in ``SmartConnect``:
     alone, and fails with ``ConnectTimeout``; ``close_connection()`` aborts
     an upgrade in progress.
 
+20. ``SmartConnect``'s exceptions carry secrets: ``getProfile`` (inside
+    ``generateSession``) sends the refresh token in its URL, and a network
+    error's text repeats that URL; the tokens ``generateSession`` receives
+    are unknown to the redactor until it returns. ``KitSmartConnect``
+    registers every token the moment the SDK stores it, and its session calls
+    raise ``SmartApiError`` with redacted text and no chained original.
+
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
@@ -98,6 +106,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 import warnings
 from time import perf_counter_ns
 
@@ -124,15 +133,25 @@ class SecretRedactor(logging.Filter):
         self._lock = threading.Lock()
 
     def register(self, *values: str | None) -> None:
+        """Remember secret values, and their URL-encoded forms (a value sent in a query string)."""
+        found = set()
+        for v in values:
+            if v and len(v) >= 4:
+                found.update((v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v)))
         with self._lock:
-            self._secrets.update(v for v in values if v and len(v) >= 4)
+            self._secrets.update(found)
+
+    def secrets(self) -> frozenset[str]:
+        """Every registered value (a copy), for checks the kit makes before writing anything out."""
+        with self._lock:
+            return frozenset(self._secrets)
 
     # 17: the SDK sends GET parameters (getProfile's refresh token) JSON-encoded in the query
     # string, and urllib3 logs request lines at DEBUG: query strings are masked whole.
     _QUERY = re.compile(r"""(/[^\s?"']*\?)[^\s"']+""")
 
     def redact(self, text: str) -> str:
-        for s in sorted(self._secrets, key=len, reverse=True):
+        for s in sorted(self.secrets(), key=len, reverse=True):
             if s in text:
                 text = text.replace(s, "***")
         text = self._QUERY.sub(r"\1***", text)
@@ -144,7 +163,7 @@ class SecretRedactor(logging.Filter):
         For stored data (the journal): short secrets such as a 4-digit PIN or a
         6-digit TOTP would also match inside order ids and prices, corrupting them.
         """
-        for s in sorted(self._secrets, key=len, reverse=True):
+        for s in sorted(self.secrets(), key=len, reverse=True):
             if len(s) >= min_length and s in text:
                 text = text.replace(s, "***")
         return text
@@ -179,6 +198,49 @@ for _name in ("kit", "kit.sdk", "websocket", "SmartApi.smartConnect",
               "websockets.server", "websockets.client",    # both log handshake headers at DEBUG
               "urllib3.connectionpool"):                   # logs request lines, query strings included (17)
     _guard_logger(logging.getLogger(_name))
+
+
+class _RedactingHandler(logging.Handler):
+    """Redacts, in place, every record of the ``kit`` logger tree before any handler above ``kit`` sees it.
+
+    A filter on a logger applies only to records logged on that very logger,
+    never to those propagated from its children (``kit.feed``, or a
+    ``kit.anything`` created later); a handler on ``kit`` sees them all, and
+    the record it redacts is the object the root's handlers then format.
+    It writes nothing itself, except where Python would have used
+    ``logging.lastResort`` (no handler anywhere), which its presence would
+    otherwise prevent.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.set_name("kit-secrets")
+        self.addFilter(redactor)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level and not self._other_handlers(record.name):
+            last.handle(record)
+
+    def _other_handlers(self, name: str) -> bool:
+        logger = logging.getLogger(name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return True
+            if not logger.propagate:
+                return False
+            logger = logger.parent
+        return False
+
+
+def _guard_kit_tree() -> None:
+    kit_logger = logging.getLogger("kit")
+    for handler in [h for h in kit_logger.handlers if h.get_name() == "kit-secrets"]:
+        kit_logger.removeHandler(handler)     # a reloaded module: one guard, the current redactor's
+    kit_logger.handlers.insert(0, _RedactingHandler())   # before any handler a user adds to "kit"
+
+
+_guard_kit_tree()
 
 
 # --------------------------------------------------------------------------- 18. a normal close is no error
@@ -265,14 +327,100 @@ SmartWebSocketV2 = _ws2_module.SmartWebSocketV2
 SmartWebSocketOrderUpdate = _order_update_module.SmartWebSocketOrderUpdate
 
 
-def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0, **kwargs) -> "SmartConnect":
-    """A real ``SmartConnect``, without log files and without silencing urllib3 globally (9)."""
+# --------------------------------------------------------------------------- 20. session calls keep their secrets
+class SmartApiError(RuntimeError):
+    """A SmartConnect session call failed. The text is redacted and the original is not chained:
+    its text and traceback would carry the secrets (a URL with the refresh token in it)."""
+
+    def __init__(self, message: str, kind: str = ""):
+        super().__init__(message)
+        self.kind = kind    # the original exception's type name, e.g. "ConnectionError"
+
+
+_TOKEN_FIELDS = ("jwtToken", "refreshToken", "feedToken")
+
+
+def _register_tokens(reply) -> None:
+    """Register the tokens in a session reply (``{"data": {"jwtToken": ...}}``), whatever the call."""
+    data = reply.get("data") if isinstance(reply, dict) else None
+    if isinstance(data, dict):
+        for name in _TOKEN_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str):
+                register_secret(value, value.removeprefix("Bearer ").strip())
+
+
+class KitSmartConnect(SmartConnect):
+    """``SmartConnect`` whose secrets are known to the redactor as soon as it holds them (20).
+
+    Every token is registered when the SDK stores it (``generateSession``
+    stores the JWT, refresh and feed tokens before it calls ``getProfile``,
+    the call that may fail), and the session calls raise ``SmartApiError``
+    with redacted text instead of the SDK's or requests' own exception.
+    """
+
+    def __init__(self, api_key=None, access_token=None, refresh_token=None, feed_token=None, **kwargs):
+        register_secret(api_key, access_token, refresh_token, feed_token, kwargs.get("privateKey"))
+        super().__init__(api_key=api_key, access_token=access_token, refresh_token=refresh_token,
+                         feed_token=feed_token, **kwargs)
+
+    def setAccessToken(self, access_token):
+        register_secret(access_token)
+        super().setAccessToken(access_token)
+
+    def setRefreshToken(self, refresh_token):
+        register_secret(refresh_token)
+        super().setRefreshToken(refresh_token)
+
+    def setFeedToken(self, feedToken):
+        register_secret(feedToken)
+        super().setFeedToken(feedToken)
+
+    def generateSession(self, clientCode, password, totp):
+        register_secret(password, totp)
+        return self._redacted("generateSession", super().generateSession, clientCode, password, totp)
+
+    def getProfile(self, refreshToken):
+        register_secret(refreshToken)
+        return self._redacted("getProfile", super().getProfile, refreshToken)
+
+    def generateToken(self, refresh_token):
+        register_secret(refresh_token)
+        return self._redacted("generateToken", super().generateToken, refresh_token)
+
+    def renewAccessToken(self):
+        return self._redacted("renewAccessToken", super().renewAccessToken)
+
+    def getfeedToken(self):
+        return self._redacted("getfeedToken", super().getfeedToken)
+
+    def terminateSession(self, clientCode):
+        return self._redacted("terminateSession", super().terminateSession, clientCode)
+
+    @staticmethod
+    def _redacted(name: str, call, *args):
+        try:
+            reply = call(*args)
+        except SmartApiError:
+            raise                      # a nested session call (getProfile in generateSession): already clean
+        except Exception as exc:
+            error = SmartApiError(f"{name} failed: {type(exc).__name__}: {redactor.redact(str(exc))}",
+                                  type(exc).__name__)
+        else:
+            _register_tokens(reply)
+            return reply
+        # Raised outside the except block: no __context__ holds the original either.
+        raise error
+
+
+def smart_connect(api_key: str, *, root: str | None = None, timeout: float = 7.0, **kwargs) -> KitSmartConnect:
+    """A real ``SmartConnect`` (``KitSmartConnect``), without log files and without silencing urllib3 globally (9)."""
     register_secret(api_key)
     # catch_warnings restores the global filters that SmartConnect.__init__ overwrites,
     # and hides the SDK's own use of deprecated ssl options.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return SmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
+        return KitSmartConnect(api_key=api_key, root=root, timeout=timeout, **kwargs)
 
 
 def is_rate_limit_error(exc: BaseException) -> bool:

@@ -5,8 +5,10 @@
     session = login(creds)                  # SmartConnect.generateSession(code, PIN, TOTP)
     session.feed                            # what the market-data socket needs
 
-Secret values are registered with the log redactor the moment they are read,
-and no object here shows them in its ``repr``.
+Secret values are registered with the log redactor the moment they are read
+(the tokens the moment the SDK stores them, before the call that may fail),
+no object here shows them in its ``repr``, and a failed call raises an error
+whose text is redacted and chains no original (``SmartApiError``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pyotp
 from dotenv import dotenv_values
 
 from .feed import FeedCredentials
-from .sdk_adapter import register_secret, smart_connect
+from .sdk_adapter import SmartApiError, register_secret, smart_connect  # noqa: F401 (SmartApiError: login raises it)
 
 ENV_NAMES = {
     "api_key": "SMARTAPI_API_KEY",
@@ -66,7 +68,12 @@ class Session:
 
 
 def login(creds: Credentials, *, root: str | None = None, timeout: float = 7.0) -> Session:
-    """Log in through the real ``SmartConnect.generateSession``; raise ``CredentialsError`` if refused."""
+    """Log in through the real ``SmartConnect.generateSession``.
+
+    Raises ``CredentialsError`` if the login is refused, and ``SmartApiError``
+    (redacted text, no chained original) if the call itself fails: a network
+    error, or ``getProfile`` failing after the login succeeded.
+    """
     root = root or os.environ.get(ROOT_URL_ENV) or None
     register_secret(creds.api_key, creds.pin, creds.totp_secret)   # however creds was built
     client = smart_connect(creds.api_key, root=root, timeout=timeout)

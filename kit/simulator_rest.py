@@ -77,6 +77,7 @@ class RestSimulator:
         self._thread: threading.Thread | None = None
         self.requests: dict[str, int] = {}
         self.rate_limited: dict[str, int] = {}
+        self._down_after: set[str] = set()
         self.route("POST", LOGIN_PATH, secure=False)(self._login)
         self.route("GET", PROFILE_PATH)(self._profile)
         self.route("POST", LOGOUT_PATH)(lambda req: reply("Logout Successfully"))
@@ -93,6 +94,14 @@ class RestSimulator:
             self._routes[(method.upper(), path)] = (handler, secure and not public, public)
             return handler
         return register
+
+    def go_down_after(self, path: str) -> None:
+        """Answer the next request to ``path``, then stop listening: every later request is refused.
+
+        A network that fails between two calls, e.g. after the login and
+        before ``generateSession``'s own ``getProfile``.
+        """
+        self._down_after.add(path)
 
     def limit(self, path: str, count: int, per_seconds: float) -> None:
         """At most ``count`` requests to ``path`` per ``per_seconds`` (sliding window), as Angel One enforces."""
@@ -191,6 +200,9 @@ class RestSimulator:
             log.exception("simulator route %s failed", path)
             return self._send(http, 500, reply(status=False, message=str(exc), errorcode="AB5000"))
         status_code, payload = result if isinstance(result, tuple) else (200, result)
+        if path in self._down_after:
+            self._down_after.discard(path)
+            self.stop()          # this request's connection stays open for its answer
         self._send(http, status_code, payload)
 
     @staticmethod

@@ -521,3 +521,33 @@ def test_19_a_silent_upgrade_times_out_and_a_close_reaches_it(in_tmp_cwd):
     finally:
         listener.close()
 
+
+def test_20_session_calls_raise_redacted_errors_and_register_tokens_first(in_tmp_cwd):
+    import traceback
+    import warnings
+
+    import pyotp
+    rest = RestSimulator(RestCredentials(refresh_token="CANARY-REFRESH-20-" + time.strftime("%H%M%S"))).start()
+    c = rest.credentials
+    login_path = "/rest/auth/angelbroking/user/v1/loginByPassword"
+    rest.limit(login_path, 10, 1.0)                  # two logins in a second
+    try:
+        rest.go_down_after(login_path)               # getProfile is refused
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            control = sdk_adapter.SmartConnect(api_key=c.api_key, root=rest.url, timeout=5)
+        with pytest.raises(Exception) as raw:
+            control.generateSession(c.client_code, c.pin, pyotp.TOTP(c.totp_secret).now())
+        assert c.refresh_token in str(raw.value)          # control: the SDK's exception carries it
+        rest.start()
+        rest.go_down_after(login_path)
+        client = sdk_adapter.smart_connect(c.api_key, root=rest.url, timeout=5)
+        with pytest.raises(sdk_adapter.SmartApiError) as clean:
+            client.generateSession(c.client_code, c.pin, pyotp.TOTP(c.totp_secret).now())
+        text = "".join(traceback.format_exception(clean.value))
+        assert "getProfile failed: ConnectionError" in text and "getProfile?***" in text
+        assert c.refresh_token not in text and clean.value.__context__ is None
+        secrets_ = sdk_adapter.redactor.secrets()
+        assert {c.refresh_token, c.jwt, c.feed_token} <= secrets_     # registered before getProfile ran
+    finally:
+        rest.stop()
