@@ -19,6 +19,10 @@ resolved against the namespace the class was defined in.
 Anything that cannot be written faithfully stops the export with
 ``ExportError`` naming it: an object with no source, a name that is not
 defined (a cell that was never run), or a value that looks like a credential.
+A credential is a value the kit registered as secret (login secrets and
+tokens) or the value of a ``SMARTAPI_*`` environment variable, which a
+strategy may have read before any login; the error names the variable and
+never shows the value.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import builtins
 import datetime as _dt
 import inspect
 import linecache
+import os
 import re
 import symtable
 import sys
@@ -173,11 +178,65 @@ def _is_literal(value) -> bool:
         return False
 
 
+# Secrets this long are refused anywhere in the script; shorter ones (a 4-digit PIN, a TOTP
+# code, a client code) only as a whole string literal, or every year-like number would match.
+_MIN_INSIDE = 8
+_READ_IT = "Read it from the environment in the strategy instead (os.environ, or kit.session.Credentials.from_env())."
+
+
+def _known_secrets() -> list[tuple[str, str, bool]]:
+    """``(value, what it is, refused inside longer text)``: registered secrets and ``SMARTAPI_*`` values."""
+    known = {s: ("a credential the kit registered (a login secret or token)", len(s) >= _MIN_INSIDE)
+             for s in redactor.secrets()}
+    for var, value in sorted(os.environ.items()):
+        value = value.strip()
+        if var.startswith("SMARTAPI_") and len(value) >= 4:
+            # URLs, paths and the client code are refused only as the whole value.
+            known[value] = (f"the value of ${var}", len(value) >= _MIN_INSIDE and bool(_SECRET_NAME.search(var)))
+    return [(value, what, inside) for value, (what, inside) in known.items()]
+
+
+def _strings(value):
+    """Every str (and bytes, decoded) inside a literal value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bytes):
+        yield value.decode("latin-1")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (tuple, list, set, frozenset)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _secret_in(strings) -> str | None:
+    """What secret one of ``strings`` equals or contains (``"the value of $SMARTAPI_API_KEY"``), or None."""
+    known = _known_secrets()
+    for text in strings:
+        for value, what, inside in known:
+            if text == value or (inside and value in text):
+                return what
+    return None
+
+
 def _refuse_secret(name: str, value, used_by: str) -> None:
-    text = repr(value)
-    if any(secret in text for secret in redactor._secrets) or (_SECRET_NAME.search(name) and isinstance(value, str)):
-        raise ExportError(f"refusing to write {name!r} (used by {used_by}) into a script: it looks like a "
-                          "credential. Read it from the environment instead (see kit.session).")
+    found = _secret_in(_strings(value))
+    if found is None and _SECRET_NAME.search(name) and isinstance(value, str):
+        found = "its name says it is a credential"
+    if found is not None:
+        raise ExportError(f"refusing to write {name!r} (used by {used_by}) into a script: {found}. {_READ_IT}")
+
+
+def _refuse_secret_in_script(text: str) -> None:
+    """The whole script: long secrets anywhere (comments too), short ones as a whole string literal."""
+    literals = [node.value if isinstance(node.value, str) else node.value.decode("latin-1")
+                for node in ast.walk(ast.parse(text))
+                if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes))]
+    found = _secret_in([text, *literals])
+    if found is not None:
+        raise ExportError(f"refusing to write the script: it would contain {found}. {_READ_IT}")
 
 
 SCRIPT_TEMPLATE = '''\
@@ -235,9 +294,7 @@ def export_strategy(cls, path: str | Path, *, namespace: dict | None = None, ove
         constants="".join(plan.constants),
         definitions="\n\n".join(plan.definitions))
     ast.parse(text)  # never write a script that does not compile
-    for secret in redactor._secrets:
-        if secret in text:
-            raise ExportError("refusing to write the script: it would contain a registered credential")
+    _refuse_secret_in_script(text)
     if path.exists() and not overwrite:
         raise ExportError(f"{path} exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)

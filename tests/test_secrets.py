@@ -1,4 +1,4 @@
-"""Secrets never leave: not in an exception, a traceback, a log line or a command's output.
+"""Secrets never leave: not in an exception, a traceback, a log line, a command's output or an exported script.
 
 The canaries are distinctive random strings, so a hit can only be a leak. The
 failure is real: the simulator's REST server answers the login and then stops
@@ -7,6 +7,8 @@ its URL) fails with a refused connection.
 """
 from __future__ import annotations
 
+import datetime
+import importlib.util
 import logging
 import secrets
 import subprocess
@@ -21,6 +23,7 @@ import pytest
 
 from conftest import ROOT
 from kit import sdk_adapter
+from kit.export import ExportError, export_strategy
 from kit.session import Credentials, login
 from kit.simulator_rest import LOGIN_PATH, RestCredentials, RestSimulator
 
@@ -146,3 +149,121 @@ def test_python_m_kit_run_prints_no_secret_when_getprofile_fails(rest_down_after
     _assert_clean(out.stdout + out.stderr, c, "the output of python -m kit run")   # ...without a secret
     assert rest.requests.get(LOGIN_PATH) == 1
 
+
+# ---------------------------------------------------------------------------- export
+def _module(tmp_path, source: str):
+    """Import ``source`` as a module from a file, as a strategy file or notebook namespace would hold it."""
+    name = f"secret_strategy_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _export(module, tmp_path):
+    target = tmp_path / "out" / "exported.py"
+    export_strategy(module.S, target, namespace=vars(module))
+    return target
+
+
+def test_an_export_after_the_failed_login_holds_no_token(rest_down_after_login, tmp_path):
+    rest = rest_down_after_login
+    c = rest.credentials
+    with pytest.raises(sdk_adapter.SmartApiError):
+        login(Credentials(c.api_key, c.client_code, c.pin, c.totp_secret), root=rest.url)
+    plain = _module(tmp_path, """
+        import kit
+        LIMIT = 3
+        class S(kit.Strategy):
+            def on_tick(self, tick):
+                return None if tick.ltp < LIMIT else None
+    """)
+    _assert_clean(_export(plain, tmp_path).read_text(), c, "the exported script")
+    # A token the session received, kept under a name that says nothing: refused all the same.
+    holder = _module(tmp_path, f"""
+        import kit
+        SESSION = {c.refresh_token!r}
+        class S(kit.Strategy):
+            def on_tick(self, tick):
+                return SESSION and None
+    """)
+    with pytest.raises(ExportError) as info:
+        _export(holder, tmp_path)
+    assert "'SESSION'" in str(info.value) and "a credential the kit registered" in str(info.value)
+    _assert_clean(str(info.value), c, "the export error")
+
+
+API_KEY_AS_MODULE_CONSTANT = """
+    import os, kit
+    K = os.environ["SMARTAPI_API_KEY"]
+    class S(kit.Strategy):
+        def on_tick(self, tick):
+            return K and None
+"""
+API_KEY_AS_CLASS_ATTRIBUTE = """
+    import os, kit
+    K = os.environ["SMARTAPI_API_KEY"]
+    class S(kit.Strategy):
+        key = K
+        def on_tick(self, tick):
+            return self.key and None
+"""
+API_KEY_PASTED_INTO_THE_CLASS = """
+    import kit
+    class S(kit.Strategy):
+        key = {value!r}
+        def on_tick(self, tick):
+            return self.key and None
+"""
+
+
+@pytest.mark.parametrize("source", [API_KEY_AS_MODULE_CONSTANT, API_KEY_AS_CLASS_ATTRIBUTE,
+                                    API_KEY_PASTED_INTO_THE_CLASS],
+                         ids=["module-constant", "class-attribute", "pasted-literal"])
+def test_an_api_key_read_from_the_environment_is_refused_by_name(tmp_path, monkeypatch, source):
+    value = "CANARY-ENV-KEY-" + secrets.token_hex(8)     # never registered: no login happened
+    monkeypatch.setenv("SMARTAPI_API_KEY", value)
+    module = _module(tmp_path, source.format(value=value))
+    with pytest.raises(ExportError) as info:
+        _export(module, tmp_path)
+    assert "SMARTAPI_API_KEY" in str(info.value) and value not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_strategy_that_reads_the_environment_at_run_time_exports_without_the_value(tmp_path, monkeypatch):
+    value = "CANARY-ENV-KEY-" + secrets.token_hex(8)
+    monkeypatch.setenv("SMARTAPI_API_KEY", value)
+    module = _module(tmp_path, """
+        import os, kit
+        class S(kit.Strategy):
+            key = os.environ["SMARTAPI_API_KEY"]      # read again where the script runs
+            def on_tick(self, tick):
+                return self.key and None
+    """)
+    text = _export(module, tmp_path).read_text()
+    assert 'os.environ["SMARTAPI_API_KEY"]' in text and value not in text
+
+
+def test_a_short_secret_is_refused_as_a_value_not_as_digits_elsewhere(tmp_path, monkeypatch):
+    year = str(datetime.date.today().year)       # the script's header carries today's date
+    monkeypatch.setenv("SMARTAPI_PIN", year)
+    module = _module(tmp_path, f"""
+        import kit
+        QTY = {year}
+        class S(kit.Strategy):
+            def on_tick(self, tick):
+                return QTY and None
+    """)
+    assert year in _export(module, tmp_path).read_text()     # a number and a date are no PIN
+    module = _module(tmp_path, f"""
+        import kit
+        CODE = "{year}"
+        class S(kit.Strategy):
+            def on_tick(self, tick):
+                return CODE and None
+    """)
+    with pytest.raises(ExportError, match=r"\$SMARTAPI_PIN"):
+        _export(module, tmp_path)
