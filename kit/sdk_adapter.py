@@ -523,6 +523,7 @@ class _ClosesCleanly:
     """
     _socket = None            # the open connection's socket; None until the upgrade succeeded
     _aborted_app = None       # the app whose connect close_connection() cut short
+    _close_sent = None        # the socket whose close frame is out
     connect_timeout: float | None = 10.0
 
     def send_heartbeat(self) -> bool:
@@ -567,10 +568,16 @@ class _ClosesCleanly:
             if self._socket is not None:
                 self._socket.shutdown()
 
-    def _remember_socket(self, app) -> None:
-        """The upgrade succeeded: reads and writes wait as websocket-client's default says again."""
-        self._socket = app.sock
+    def _opened(self, app) -> bool:
+        """The upgrade succeeded: remember the socket and let it wait as websocket-client's default
+        says again. False if ``close_connection()`` already cut this connect short: then the
+        owner is not told of a connection that is being torn down."""
+        with self._open_lock:
+            if app is self._aborted_app:
+                return False
+            self._socket = app.sock
         app.sock.settimeout(websocket.getdefaulttimeout())
+        return True
 
     def _reported_error(self, app, error):
         """What to tell the owner about ``error``: None for a normal close (18) or a connect that
@@ -592,18 +599,19 @@ class _ClosesCleanly:
         if app is None:
             return
         app.keep_running = False
-        sock = app.sock
-        if sock is None:
-            return
-        if sock is not self._socket:
-            # Still connecting: there is nothing to close politely, and the blocked upgrade read
-            # would wait out connect_timeout. Waking it ends the attempt now. During the TCP
-            # connect itself there is no socket to wake yet; the owner calls again (19).
-            self._aborted_app = app
-            _abort_if_open(sock)
-            return
-        if not sock.connected:
-            return    # the close frame is out; the socket thread reads the reply
+        with self._open_lock:     # against _opened: a connection is either cut short or told of
+            sock = app.sock
+            if sock is None or sock is self._close_sent:
+                return            # no socket yet, or the close frame is out: the socket thread reads the reply
+            if not sock.connected:
+                if sock is not self._socket:
+                    # Still connecting: there is nothing to close politely, and the blocked upgrade
+                    # read would wait out connect_timeout. Waking it ends the attempt now. During
+                    # the TCP connect there is no socket to wake yet; the owner calls again (19).
+                    self._aborted_app = app
+                    _abort_if_open(sock)
+                return
+            self._close_sent = sock
         try:
             sock.send_close()
         except Exception as exc:
@@ -646,6 +654,7 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         self.RESUBSCRIBE_FLAG = False
         self.input_request_dict = {}   # 4: per instance, not per class
         self.wsapp = None
+        self._open_lock = threading.Lock()
         if not self._sanity_check():
             raise ValueError("SmartWebSocketV2 needs auth token, API key, client code and feed token")
         register_secret(auth_token, api_key, feed_token)
@@ -708,7 +717,8 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         self._begin_close(self.wsapp)
 
     def _on_open(self, wsapp):
-        self._remember_socket(wsapp)
+        if not self._opened(wsapp):
+            return
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
         if resubscribed:
             self.resubscribe()  # the SDK's own, now that its state is sound
@@ -778,6 +788,7 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
         self.protocol_ping_interval = protocol_ping_interval
         self.connect_timeout = connect_timeout
         self.wsapp = None
+        self._open_lock = threading.Lock()
         self.last_pong_timestamp = None
         self.current_retry_attempt = 0          # 13: per instance (and unused)
         register_secret(auth_token, auth_token.removeprefix("Bearer ").strip(), api_key, feed_token)
@@ -807,7 +818,8 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
         log.debug("order-update socket: the SDK's retry_connect was called and ignored")
 
     def on_open(self, wsapp):
-        self._remember_socket(wsapp)
+        if not self._opened(wsapp):
+            return
         if self.on_connect:
             self.on_connect()
 
