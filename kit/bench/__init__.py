@@ -17,6 +17,10 @@ ceiling), the parser against the SDK's, and the dashboard's cost. It writes
 Modules: ``scenarios`` (the side-by-side runs), ``simproc`` (the simulator's
 process), ``probes`` (stamps, CPU per thread, memory), ``parsers``,
 ``readpath`` (socket reads), ``report`` (JSON, Markdown, HTML), ``runner``.
+
+``orderflood`` stands apart (``python -m kit.bench.orderflood [--quick]``): the
+live order path with a strategy that signals on every tick at 5,000 ticks/s,
+the send queue's bound and the tick path's p99 against never signalling.
 """
 from .runner import run
 

@@ -3,6 +3,9 @@
     python -m kit.bench                    # full run, a few minutes
     python -m kit.bench --quick            # seconds; what the CI smoke test runs
     python -m kit.bench --only flood --rounds 5 --out /tmp/bench
+
+The live order path under a signal on every tick is a separate run:
+``python -m kit.bench.orderflood [--quick]`` (see kit/bench/orderflood.py).
 """
 from __future__ import annotations
 

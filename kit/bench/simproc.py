@@ -9,9 +9,11 @@ every process, so the send stamps it writes (``stamp_send_ns``) can be compared
 with the client's receive stamps.
 
 ``SimProcess`` has what ``LiveTrader`` uses of a ``Simulator`` (``start``,
-``stop``, ``url``, ``credentials``, ``orders.master_url``), so it can be assigned to
-``trader.simulator``, and forwards ``publish``, ``set_rate``,
-``wait_for_subscribers`` and ``stats`` to the real one:
+``stop``, ``url``, ``credentials``, ``orders.master_url``; for a live trader,
+``paper=False``, also ``rest.url``, ``rest.credentials`` and ``orders.url``), so
+it can be assigned to ``trader.simulator``, and forwards ``publish``,
+``set_rate``, ``wait_for_subscribers``, ``stats``, ``orders.order_book()`` and
+``orders.arrivals`` to the real one:
 
     with SimProcess(tokens={2: ["43650"]}, rate=20) as sim:
         trader = kit.LiveTrader(feed="sim", tokens={2: ["43650"]}, name="b")
@@ -37,7 +39,10 @@ def _serve(conn, kwargs: dict) -> None:
         conn.send(("error", repr(exc)))
         return
     orders = getattr(sim, "orders", None)      # the simulated exchange's REST side, if this kit has one
-    conn.send(("ready", sim.url, os.getpid(), getattr(orders, "master_url", None)))
+    rest = getattr(sim, "rest", None)
+    sides = {"master_url": getattr(orders, "master_url", None), "orders_url": getattr(orders, "url", None),
+             "rest_url": getattr(rest, "url", None), "rest_credentials": getattr(rest, "credentials", None)}
+    conn.send(("ready", sim.url, os.getpid(), sides))
     try:
         while True:
             try:
@@ -47,7 +52,9 @@ def _serve(conn, kwargs: dict) -> None:
             if name == "exit":
                 break
             try:
-                attr = getattr(sim, name)
+                attr = sim
+                for part in name.split("."):     # "orders.order_book": the exchange's side too
+                    attr = getattr(attr, part)
                 result = attr(*args) if callable(attr) else attr
                 conn.send((True, result))
             except Exception as exc:
@@ -64,7 +71,8 @@ class SimProcess:
         self.credentials = SimCredentials()   # the simulator's fixed defaults
         self.url: str | None = None
         self.pid: int | None = None
-        self.orders = SimpleNamespace(master_url=None)
+        self.orders = _RemoteOrders(self, None, None)
+        self.rest = SimpleNamespace(url=None, credentials=None)
         self._proc = None
         self._conn = None
         self._lock = threading.Lock()         # one request on the pipe at a time
@@ -86,9 +94,11 @@ class SimProcess:
         if reply[0] != "ready":
             self.stop()
             raise RuntimeError(f"the simulator process failed to start: {reply[1]}")
-        _, self.url, self.pid, master_url = reply
-        # LiveTrader reads simulator.orders.master_url (instrument lot sizes); the rest stays in the child.
-        self.orders = SimpleNamespace(master_url=master_url)
+        _, self.url, self.pid, sides = reply
+        # LiveTrader reads simulator.orders.master_url (instrument lot sizes) and, trading live, logs in
+        # at rest.url with rest.credentials and follows orders.url; the servers stay in the child.
+        self.orders = _RemoteOrders(self, sides["master_url"], sides["orders_url"])
+        self.rest = SimpleNamespace(url=sides["rest_url"], credentials=sides["rest_credentials"])
         return self
 
     def stop(self) -> None:
@@ -135,3 +145,20 @@ class SimProcess:
     @property
     def stats(self) -> dict:
         return self._call("stats")
+
+
+class _RemoteOrders:
+    """``sim.orders`` of a ``SimProcess``: the URLs, and the exchange's books read over the pipe."""
+
+    def __init__(self, proc: SimProcess, master_url: str | None, url: str | None):
+        self._proc = proc
+        self.master_url = master_url
+        self.url = url
+
+    def order_book(self) -> list[dict]:
+        return self._proc._call("orders.order_book")
+
+    @property
+    def arrivals(self) -> list[tuple[int, str]]:
+        """``(time.monotonic_ns(), "place" | "modify" | "cancel")`` of each order request, as it arrived."""
+        return list(self._proc._call("orders.arrivals"))
