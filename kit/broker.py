@@ -387,10 +387,18 @@ class PositionBook:
         return {(p.exchange_type, p.token): p for p in self._snapshots()}
 
     def pnl(self) -> dict[str, float]:
-        """Realized, unrealized and total P&L over all positions, in rupees."""
-        snapshots = self._snapshots()
-        realized = sum(p.realized_pnl for p in snapshots)
-        unrealized = sum(p.unrealized_pnl for p in snapshots)
+        """Realized, unrealized and total P&L over all positions, in rupees.
+
+        Risk reads it for every signal under a daily-loss limit, so it sums in
+        place rather than building a snapshot per instrument.
+        """
+        realized = unrealized = 0.0
+        with self._lock:
+            for by_exchange in self._instruments.values():
+                for inst in by_exchange.values():
+                    realized += inst.realized_pnl
+                    if inst.qty:
+                        unrealized += (inst.last_price - inst.avg_price) * inst.qty
         return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
 
     def fills_df(self) -> "pandas.DataFrame":

@@ -47,11 +47,19 @@ class RateLimiter:
     def full(self) -> tuple[int, int] | None:
         """None if one more would fit now, else ``(index of the first full window, events in it)``."""
         with self._lock:
-            self._delay(self._monotonic())
-            for index, ((count, _), times) in enumerate(zip(self.limits, self._times)):
+            now = self._monotonic()
+            for index, ((count, window), times) in enumerate(zip(self.limits, self._times)):
+                while times and now - times[0] >= window:
+                    times.popleft()
                 if len(times) >= count:
                     return index, len(times)
             return None
+
+    def free_at(self) -> float:
+        """The monotonic time at which one more will fit (now or earlier: it fits)."""
+        with self._lock:
+            now = self._monotonic()
+            return now + self._delay(now)
 
     def try_acquire(self) -> bool:
         """Count one event now if every window has room; False (nothing counted) if not."""

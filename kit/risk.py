@@ -18,6 +18,7 @@ Each costs O(1) whatever the number of open orders:
    the loss stop trips and stays tripped until ``resume()``: only orders that
    shrink a position pass, even if the marks recover
 7. ``max_orders_per_second`` / ``_per_minute`` / ``_per_hour``: accepted orders only
+   (looked at before 5 and 6, which cost more, and counted once all passed)
 
 Defaults, decided for "safe by default" without breaking research:
 ``RiskLimits()`` sets no size or rate limit (a paper backtest may legitimately
@@ -110,6 +111,7 @@ class RiskLimits:
 
 # Arming is for real money: a paper broker trades whether or not it is armed.
 _PAPER_IGNORES = frozenset({"disarmed"})
+_LIVE_IGNORES: frozenset = frozenset()
 _RATE_FIELDS = ("max_orders_per_second", "max_orders_per_minute", "max_orders_per_hour")
 _RATE_UNITS = ("second", "minute", "hour")
 
@@ -140,6 +142,9 @@ class RiskManager:
         self._rate_units = [unit for unit, (count, _) in zip(_RATE_UNITS, rates) if count is not None]
         self._rates = RateLimiter([r for r in rates if r[0] is not None], monotonic=monotonic) \
             if self._rate_units else None
+        self._hours_minute, self._hours_answer = None, ""   # outside_hours for one epoch minute
+        self._rates_full_until = 0.0     # monotonic time a full rate window frees up
+        self._rates_reason = ""
         self.gate = gate or TradingGate()
         if gate is None:
             self.disarm()          # live orders need arm(); paper ignores this
@@ -170,7 +175,7 @@ class RiskManager:
         problem = shape_problem(signal.side, signal.qty, signal.order_type, signal.limit_price)
         if problem:
             return problem
-        closed = self.gate.refusal(ignore=frozenset() if broker.live else _PAPER_IGNORES)
+        closed = self.gate.refusal(ignore=_LIVE_IGNORES if broker.live else _PAPER_IGNORES)
         if closed:
             return closed
         if lim.enforce_hours == "always" or (lim.enforce_hours == "live" and broker.live):
@@ -187,6 +192,20 @@ class RiskManager:
             lots = signal.qty / lot
             if lots > lim.max_lots_per_order:
                 return f"{lots:g} lots (qty {signal.qty}, lot size {lot}) exceeds max_lots_per_order {lim.max_lots_per_order}"
+        # The rate caps are looked at (not yet counted) before the costlier checks below: a strategy
+        # signalling on every tick is refused here at the cost of a deque length.
+        # While a rate window is full nothing more can pass: refused for a clock read, so a strategy
+        # signalling on every tick costs the tick path little (the costlier checks come after).
+        if self._rates_full_until and self._monotonic() < self._rates_full_until:
+            return self._rates_reason
+        full = self._rates.full() if self._rates is not None else None
+        if full is not None:
+            index, count = full
+            unit = self._rate_units[index]
+            self._rates_reason = (f"{count} orders in the last {unit}: "
+                                  f"max_orders_per_{unit} {getattr(lim, 'max_orders_per_' + unit)}")
+            self._rates_full_until = self._rates.free_at()
+            return self._rates_reason
         if lim.max_position_per_token is not None or lim.max_daily_loss is not None:
             exposure = broker.exposure(signal.token, signal.exchange_type)
             after = exposure + (signal.qty if signal.side == "BUY" else -signal.qty)
@@ -206,12 +225,7 @@ class RiskManager:
                 if self.loss_stop:
                     return self.loss_stop
         if self._rates is not None:
-            full = self._rates.full()
-            if full is not None:
-                index, count = full
-                unit = self._rate_units[index]
-                return f"{count} orders in the last {unit}: max_orders_per_{unit} {getattr(lim, 'max_orders_per_' + unit)}"
-            self._rates.try_acquire()
+            self._rates.try_acquire()       # under the risk lock: nothing was counted since full()
         return None
 
     def _lot(self, signal, broker) -> int | None:
@@ -219,9 +233,17 @@ class RiskManager:
         return resolver(signal.token, signal.exchange_type)
 
     def outside_hours(self, now: float | None = None) -> str:
-        """"" inside the trading window, else a sentence saying why not."""
+        """"" inside the trading window, else a sentence saying why not (the same for a whole minute)."""
+        now = self._clock() if now is None else now
+        minute = now // 60
+        if minute == self._hours_minute:
+            return self._hours_answer
+        self._hours_minute, self._hours_answer = minute, self._outside_hours(now)
+        return self._hours_answer
+
+    def _outside_hours(self, now: float) -> str:
         lim = self.limits
-        t = datetime.fromtimestamp(self._clock() if now is None else now, IST)
+        t = datetime.fromtimestamp(now, IST)
         start, end = (_minutes(x) for x in lim.trading_hours)
         minute = t.hour * 60 + t.minute
         if t.weekday() in lim.trading_days and start <= minute < end:
