@@ -130,6 +130,7 @@ class FeedStats:
     next_retry_in: float | None = None        # the backoff being waited, while reconnecting
     gaps: int = 0
     missed_ticks: int = 0
+    unsubscribed_ticks: int = 0       # ticks for instruments nobody subscribed: counted, dropped
     lag_ms: float | None = None       # wall clock - exchange ts of the newest tick, last sample
     max_lag_ms: float = 0.0
 
@@ -179,6 +180,9 @@ class SmartFeed:
         # The last tick of each instrument, {exchange_type: {token: Tick}}: written on the
         # hot path (one dict store), read for gaps after a reconnect and for lag samples.
         self._last: defaultdict = defaultdict(dict)
+        # {exchange_type: frozenset(tokens)} subscribed in any mode: a tick for anything else is
+        # counted and dropped, so no per-token state grows for instruments nobody asked for.
+        self._wanted: dict[int, frozenset] = _wanted(self._initial_subscriptions)
         # After a reconnect: the instruments not yet seen again, with their last tick before the drop.
         self._baseline: dict = {}
         self._opened_at = 0.0
@@ -271,6 +275,7 @@ class SmartFeed:
                     log.warning("feed %s: subscribe not sent (%s); it will be sent on reconnect", self.name, exc)
             else:
                 _merge(self._pending, mode, tokens)
+        self._wanted = _wanted(self.subscriptions())
 
     def unsubscribe(self, tokens: dict, mode: int = 1) -> None:
         token_list = [{"exchangeType": e, "tokens": list(t)} for e, t in tokens.items()]
@@ -281,6 +286,7 @@ class SmartFeed:
                     self._ws.unsubscribe("kit", mode, token_list)   # updates the record, then sends
                 except Exception as exc:
                     log.info("feed %s: unsubscribe recorded, not sent (%s)", self.name, exc)
+        self._wanted = _wanted(self.subscriptions())
         # No gap is owed for an instrument nobody listens to any more.
         for e, toks in tokens.items():
             for store in (self._last.get(e), self._baseline.get(e)):
@@ -401,8 +407,19 @@ class SmartFeed:
     # ------------------------------------------------------------------ events from the SDK client
     def _on_tick(self, tick) -> None:
         self.stats.ticks += 1
+        tokens = self._wanted.get(tick.exchange_type)
+        if tokens is None or tick.token not in tokens:
+            self._unsubscribed(tick)
+            return
         self._last[tick.exchange_type][tick.token] = tick
         self.on_tick(tick)
+
+    def _unsubscribed(self, tick) -> None:
+        stats = self.stats
+        stats.unsubscribed_ticks += 1
+        if stats.unsubscribed_ticks <= 10 or stats.unsubscribed_ticks % 1000 == 0:
+            log.warning("feed %s: dropped tick #%d for %s/%s, which is not subscribed", self.name,
+                        stats.unsubscribed_ticks, tick.exchange_type, tick.token)
 
     def _on_tick_after_reconnect(self, tick) -> None:
         """``_on_tick`` plus the gap check, in place only until every instrument has ticked again."""
@@ -447,7 +464,8 @@ class SmartFeed:
             stats.error_frames += 1
             stats.last_error_frame = payload
             if stats.error_frames <= 10 or stats.error_frames % 1000 == 0:
-                log.warning("feed %s: server error frame #%d %s: %s", self.name, stats.error_frames,
+                # A server may send anything: an oversized message is cut short in the log.
+                log.warning("feed %s: server error frame #%d %.40s: %.200s", self.name, stats.error_frames,
                             payload.get("errorCode"), payload.get("errorMessage"))
             if self.on_error_frame:
                 self.on_error_frame(payload)
@@ -525,6 +543,15 @@ def join_closing(thread: threading.Thread, client, timeout: float, every: float 
             return
         if client is not None:
             client.close_connection()
+
+
+def _wanted(subscriptions: dict) -> dict[int, frozenset]:
+    """{mode: {exchange_type: [tokens]}} -> {exchange_type: frozenset(tokens in any mode)}."""
+    out: dict[int, set] = {}
+    for by_exchange in subscriptions.values():
+        for e, tokens in by_exchange.items():
+            out.setdefault(e, set()).update(str(t) for t in tokens)
+    return {e: frozenset(t) for e, t in out.items()}
 
 
 def _merge(target: dict, mode: int, by_exchange: dict) -> None:

