@@ -269,6 +269,23 @@ class _NormalCloseIsNoError(logging.Filter):
 
 logging.getLogger("websocket").addFilter(_NormalCloseIsNoError("kit-normal-close"))
 
+# The socket went away while a (re)subscribe was being sent: the feed reports the disconnect and
+# resubscribes on the next connection, so the SDK's own ERROR line for it only alarms.
+_SOCKET_GONE = ("Broken pipe", "Connection reset", "socket is already closed", "Connection is already closed")
+
+
+class _SubscribeOnAClosedSocketIsNoError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        return not (message.startswith(("Error occurred during subscribe", "Error occurred during unsubscribe",
+                                        "Error occurred during resubscribe"))
+                    and any(gone in message for gone in _SOCKET_GONE))
+
+
+log.addFilter(_SubscribeOnAClosedSocketIsNoError("kit-subscribe-on-closed-socket"))
+
 
 # --------------------------------------------------------------------------- 1. + 2. safe import
 class _OsWithoutLogDirs:
@@ -720,10 +737,15 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         if not self._opened(wsapp):
             return
         resubscribed = bool(self.RESUBSCRIBE_FLAG and self.input_request_dict)
-        if resubscribed:
-            self.resubscribe()  # the SDK's own, now that its state is sound
-        if self.on_connect:
-            self.on_connect(resubscribed)
+        try:
+            if resubscribed:
+                self.resubscribe()  # the SDK's own, now that its state is sound
+            if self.on_connect:
+                self.on_connect(resubscribed)
+        except (OSError, websocket.WebSocketConnectionClosedException) as exc:
+            # Closed under us while subscribing (a stop right after start): the close is reported
+            # by on_close; websocket-client would log this one as an ERROR "from callback".
+            log.debug("socket closed while subscribing: %s", exc)
 
     def _on_error(self, wsapp, error):
         # 5: report only. websocket-client ends run_forever after a fatal error by itself.
