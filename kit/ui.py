@@ -225,10 +225,10 @@ class Dashboard(widgets.VBox):
     def _on_kill(self, _button=None) -> None:
         """Halt trading first (no new order can pass), then cancel what is still open."""
         try:
-            self.trader.risk.halt("kill switch pressed in the dashboard")
-            cancelled = self.trader.broker.cancel_all()
-            self._say(f"KILL SWITCH: trading halted, {cancelled} open order(s) cancelled; "
-                      "the feed keeps running. Resume in code with trader.risk.resume()", error=True)
+            # The engine's kill switch, without flattening and without waiting for the exchange.
+            report = self.trader.kill("kill switch pressed in the dashboard", flatten=False, timeout=0)
+            self._say(f"KILL SWITCH: trading halted, {report['cancelled']} open order(s) cancelled; "
+                      "the feed keeps running. Resume in code with trader.resume()", error=True)
         except Exception as exc:
             log.exception("kill switch failed")
             self._say(f"kill switch failed: {type(exc).__name__}: {exc}", error=True)
