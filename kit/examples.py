@@ -58,7 +58,7 @@ class Churn(Strategy):
 
     MARKET buy, MARKET sell, a LIMIT buy ``near_limit`` rupees from the ltp
     (negative: it rests a tick below and fills soon; positive: marketable),
-    and a LIMIT sell ₹50 above the ltp, which rests.
+    and a LIMIT sell 20 % above the ltp (inside the kit's price collar), which rests.
     """
 
     def __init__(self, near_limit: float = -0.05, qty: int = 65):
@@ -77,4 +77,4 @@ class Churn(Strategy):
         if step == 2:
             return Signal.buy(tick, self.qty, limit=round(max(0.05, tick.ltp + self.near_limit), 2),
                               reason="near limit")
-        return Signal.sell(tick, self.qty, limit=round(tick.ltp + 50, 2), reason="far limit")
+        return Signal.sell(tick, self.qty, limit=round(round(tick.ltp * 1.2 / 0.05) * 0.05, 2), reason="far limit")

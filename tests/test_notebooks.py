@@ -213,6 +213,7 @@ def test_live_notebook_with_credentials_takes_the_live_branch(offline, monkeypat
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("SMARTAPI_ROOT_URL", sim.rest.url)
         monkeypatch.setenv("SMARTAPI_FEED_URL", sim.url)
+        monkeypatch.setenv("SMARTAPI_MASTER_URL", sim.orders.master_url)
         cells, probe = execute("03_live_smartapi.ipynb", offline, [
             "_probe(live=LIVE, has_sim='sim' in globals(), status=trader.status)",
         ])

@@ -239,7 +239,8 @@ def test_login_and_feed_through_the_real_clients_against_the_simulator(sim, in_t
     for k, v in sim.rest.credentials.env().items():
         monkeypatch.setenv(k, v)
     trader = kit.LiveTrader(kit.TraderConfig(feed="smartapi", tokens={2: ["43650"]}, env_file=None,
-                                             rest_url=sim.rest.url, feed_url=sim.url, name="live-path"))
+                                             rest_url=sim.rest.url, feed_url=sim.url, name="live-path",
+                                             instruments_url=sim.orders.master_url))
     trader.start()
     try:
         assert trader.wait_connected(10)
