@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import queue
 import secrets
 import threading
@@ -114,8 +115,12 @@ class _Timing:
         self.acked = self.first_update = self.filled = 0
 
 
+_live_order_row = operator.attrgetter(*LIVE_ORDER_COLUMNS)
+
+
 def _order_record(order: LiveOrder) -> dict:
-    record = dataclasses.asdict(order)
+    """The journal's ``order`` row (a flat dataclass: attrgetter, not asdict's deep copy)."""
+    record = dict(zip(LIVE_ORDER_COLUMNS, _live_order_row(order)))
     record["client_id"] = order.order_id
     return record
 

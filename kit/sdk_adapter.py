@@ -131,6 +131,8 @@ class SecretRedactor(logging.Filter):
         super().__init__("kit-secrets")
         self._secrets: set[str] = set()
         self._lock = threading.Lock()
+        # Longest first, rebuilt on register(): the journal scrubs every string it stores with them.
+        self._by_length: tuple[str, ...] = ()
 
     def register(self, *values: str | None) -> None:
         """Remember secret values, and their URL-encoded forms (a value sent in a query string)."""
@@ -140,6 +142,7 @@ class SecretRedactor(logging.Filter):
                 found.update((v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v)))
         with self._lock:
             self._secrets.update(found)
+            self._by_length = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def secrets(self) -> frozenset[str]:
         """Every registered value (a copy), for checks the kit makes before writing anything out."""
@@ -151,7 +154,7 @@ class SecretRedactor(logging.Filter):
     _QUERY = re.compile(r"""(/[^\s?"']*\?)[^\s"']+""")
 
     def redact(self, text: str) -> str:
-        for s in sorted(self.secrets(), key=len, reverse=True):
+        for s in self._by_length:
             if s in text:
                 text = text.replace(s, "***")
         text = self._QUERY.sub(r"\1***", text)
@@ -163,7 +166,7 @@ class SecretRedactor(logging.Filter):
         For stored data (the journal): short secrets such as a 4-digit PIN or a
         6-digit TOTP would also match inside order ids and prices, corrupting them.
         """
-        for s in sorted(self.secrets(), key=len, reverse=True):
+        for s in self._by_length:
             if len(s) >= min_length and s in text:
                 text = text.replace(s, "***")
         return text
