@@ -36,7 +36,7 @@ bench: setup
 
 .PHONY: bench-replay
 bench-replay: setup
-	$(PY) -m kit.research_bench
+	$(PY) -m kit.bench.replay
 
 # Not part of `make test`: 10 minutes at 2,000 ticks/s over 50 tokens, a fault every 30 s.
 soak: setup

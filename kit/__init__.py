@@ -5,41 +5,46 @@
     trader.strategy = kit.examples.SmaCross()
     trader.start()
     trader.metrics.summary()
+
+The package is a folder per concern, bottom to top: ``core`` (ticks, signals,
+strategies), ``angel`` (Angel One's SDK, wire, session, instruments),
+``store`` (journal, recordings), ``feed`` (ticks in) and ``broker`` (orders
+out, with risk), ``engine`` (the trader), ``research`` and ``ui``; ``sim`` is
+the embedded simulator, which only the engine's venues reach.
 """
-from . import examples
-from .dispatch import CALLBACK, POLL, QUEUE
-from .engine import LiveTrader, TraderConfig
-from .feed import Gap, ReconnectPolicy
-from .risk import RiskLimits
-from .strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
-from .tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
-from .candles import history
+from kit.angel.candles import history
+from kit.broker.risk import RiskLimits
+from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
+from kit.core.tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
+from kit.engine.trader import LiveTrader, TraderConfig
+from kit.feed.dispatch import CALLBACK, POLL, QUEUE
+from kit.feed.live import Gap, ReconnectPolicy
+from kit.research import examples
+
+__version__ = "0.2.0"
 
 __all__ = [
     "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
-    "Simulator", "examples", "dashboard",
+    "Simulator", "examples", "dashboard", "history", "backtest", "read_recording", "export_strategy",
+    "__version__",
 ]
-__all__ += ["history", "backtest", "read_recording", "research", "charts", "export_strategy"]
 
 
 def __getattr__(name):
     # The simulator pulls in asyncio/websockets; load it only when asked for.
     if name == "Simulator":
-        from .simulator import Simulator
+        from kit.sim.server import Simulator
         return Simulator
     # Research needs pyarrow (and charts plotly): loaded on first use.
-    if name in ("research", "charts", "recording", "replay"):
-        import importlib
-        return importlib.import_module(f".{name}", __name__)
     if name in ("backtest", "read_recording"):
-        from . import research
-        return getattr(research, name)
+        from kit.research import backtest
+        return getattr(backtest, name)
     # The notebook cockpit pulls in ipywidgets/plotly; trading code never needs them.
     if name in ("dashboard", "Dashboard"):
-        from . import ui
-        return getattr(ui, name)
+        from kit.ui import dashboard
+        return getattr(dashboard, name)
     if name == "export_strategy":
-        from .export import export_strategy
+        from kit.research.export import export_strategy
         return export_strategy
     raise AttributeError(f"module 'kit' has no attribute {name!r}")

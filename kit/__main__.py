@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .dispatch import MODES
+from kit.feed.dispatch import MODES
 
 
 def load_strategy_class(path: str, class_name: str | None = None):
@@ -68,7 +68,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from .engine import TraderConfig
+    from kit.engine.trader import TraderConfig
     feed, *rest = args.feed
     settings = dict(mode=args.mode, tokens=_parse_tokens(args.tokens), sim_rate=args.rate,
                     queue_size=args.queue_size, paper=not args.live, record=args.record)
@@ -85,7 +85,7 @@ def config_from_args(args):
 
 def run_strategy(strategy, args) -> int:
     """Run ``strategy`` headless as ``args`` say; the queue consumer is this (main) thread."""
-    from .engine import LiveTrader
+    from kit.engine.trader import LiveTrader
     trader = LiveTrader(config_from_args(args))
     trader.strategy = strategy
     if args.duration is None:
@@ -134,7 +134,7 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sim"]:       # the simulator parses its own options
-        from .simulator import main as sim_main
+        from kit.sim.server import main as sim_main
         return sim_main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

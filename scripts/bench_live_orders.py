@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def run(orders: int, rate: float, sync: str, workdir: str):
     import kit
-    from kit.risk import RiskLimits
+    from kit.broker.risk import RiskLimits
     trader = kit.LiveTrader(kit.TraderConfig(
         feed="sim", paper=False, sim_rate=0, tokens={2: ["43650"]}, journal=f"{workdir}/bench-{sync}.sqlite",
         journal_sync=sync, risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"), name=f"bench-{sync}"))

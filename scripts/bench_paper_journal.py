@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def per_order_us(orders: int, sync: str | None, workdir: str) -> list[float]:
     """Microseconds of submit + fill, one sample per order."""
-    from kit.broker import PaperBroker
-    from kit.journal import Journal
-    from kit.strategy import Signal
-    from kit.tick import Tick
+    from kit.broker.paper import PaperBroker
+    from kit.store.journal import Journal
+    from kit.core.strategy import Signal
+    from kit.core.tick import Tick
     journal = Journal(Path(workdir) / f"paper-{sync}.sqlite", synchronous=sync) if sync else None
     broker = PaperBroker(journal=journal)
     samples = []

@@ -4,7 +4,7 @@
     python scripts/soak.py --minutes 1 --rate 500 --fault-every 10 --mode callback --json soak.json
 
 The simulator runs in this process, as in a notebook (``feed="sim"``); the
-client is the real SDK client. Faults rotate through ``kit.faults.KINDS``:
+client is the real SDK client. Faults rotate through ``kit.sim.faults.KINDS``:
 drop (with ticks missed meanwhile), stall, malformed / truncated / oversized /
 wrong-mode frames, an error frame, slow (every frame delayed).
 
@@ -33,9 +33,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import kit  # noqa: E402
-from kit.dispatch import MODES  # noqa: E402
-from kit.faults import KINDS  # noqa: E402
-from kit.simulator import Simulator  # noqa: E402
+from kit.feed.dispatch import MODES  # noqa: E402
+from kit.sim.faults import KINDS  # noqa: E402
+from kit.sim.server import Simulator  # noqa: E402
 
 
 class LogHistogram:

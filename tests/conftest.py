@@ -38,7 +38,7 @@ def in_tmp_cwd(tmp_path, monkeypatch):
 
 @pytest.fixture
 def sim():
-    from kit.simulator import Simulator
+    from kit.sim.server import Simulator
     s = Simulator(rate=0).start()
     yield s
     s.stop()

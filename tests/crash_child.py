@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import kit  # noqa: E402
-from kit.examples import Churn  # noqa: E402
-from kit.risk import RiskLimits  # noqa: E402
+from kit.research.examples import Churn  # noqa: E402
+from kit.broker.risk import RiskLimits  # noqa: E402
 
 
 def main() -> int:

@@ -12,8 +12,8 @@ import sys
 import time
 
 import kit
-from kit.risk import RiskLimits
-from kit.simulator import Simulator
+from kit.broker.risk import RiskLimits
+from kit.sim.server import Simulator
 
 TOKEN = "43650"
 

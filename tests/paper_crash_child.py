@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import kit  # noqa: E402
-from kit.examples import Churn  # noqa: E402
-from kit.research_bench import synthetic_ticks  # noqa: E402
+from kit.research.examples import Churn  # noqa: E402
+from kit.bench.replay import synthetic_ticks  # noqa: E402
 
 
 def main() -> int:

@@ -10,11 +10,11 @@ import plotly.graph_objects as go
 import pytest
 
 import kit
-from kit.dispatch import MODES
-from kit.examples import SmaCross
-from kit.research import backtest
-from kit.research_bench import synthetic_ticks
-from kit.recording import table_to_frame
+from kit.feed.dispatch import MODES
+from kit.research.examples import SmaCross
+from kit.research.backtest import backtest
+from kit.bench.replay import synthetic_ticks
+from kit.store.recording import table_to_frame
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_equity_curve_matches_the_broker_after_every_tick(ticks, in_tmp_cwd):
     trader.strategy = SmaCross(3, 8)
     observed = []
     trader.add_tick_listener(lambda tick: observed.append(trader.broker.pnl()))
-    run = kit.research.Backtest(trader)
+    run = kit.research.backtest.Backtest(trader)
     trader.run()
     trader.close()
     result = run.result()
@@ -114,7 +114,7 @@ def test_plot_shows_price_trades_and_equity(ticks, in_tmp_cwd):
 
 
 def test_backtest_from_a_recording_directory_and_a_failing_strategy(tmp_path_factory, ticks, in_tmp_cwd):
-    from kit.recording import TickRecorder, table_to_ticks
+    from kit.store.recording import TickRecorder, table_to_ticks
     root = tmp_path_factory.mktemp("bt-recording")
     recorder = TickRecorder(root).start()
     for t in table_to_ticks(synthetic_ticks(2000, tokens=2)):

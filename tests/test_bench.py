@@ -17,8 +17,8 @@ from conftest import ROOT, wait_until
 from kit.bench.probes import Probe, ThreadCpu, queued_tick_bytes
 from kit.bench.scenarios import close_dashboard, dashboard_available, open_dashboard
 from kit.bench.simproc import SimProcess
-from kit.simulator import Simulator
-from kit.wire import parse_tick
+from kit.sim.server import Simulator
+from kit.angel.wire import parse_tick
 
 
 def subscribe_ltp(ws, tokens: list[str]) -> None:
@@ -139,7 +139,7 @@ def test_thread_cpu_sums_busy_time_by_role():
 
 def test_queued_tick_bytes_grow_with_the_packet():
     from kit.bench.parsers import sample_packets
-    from kit.tick import LTP, SNAP_QUOTE
+    from kit.core.tick import LTP, SNAP_QUOTE
     ltp = queued_tick_bytes(sample_packets(LTP, ticks_each=2), 200)
     snap = queued_tick_bytes(sample_packets(SNAP_QUOTE, ticks_each=2), 200)
     assert 0 < ltp["bytes_per_tick"] < snap["bytes_per_tick"]
@@ -160,10 +160,11 @@ def test_dashboard_hooks_drive_whatever_kit_ui_provides(monkeypatch):
 
         def close(self):
             events.append("close")
-    stub = types.ModuleType("kit.ui")
+    stub = types.ModuleType("kit.ui.dashboard")
     stub.dashboard = Dash
-    monkeypatch.setitem(sys.modules, "kit.ui", stub)
-    monkeypatch.setattr(kit, "ui", stub, raising=False)
+    import kit.ui
+    monkeypatch.setitem(sys.modules, "kit.ui.dashboard", stub)
+    monkeypatch.setattr(kit.ui, "dashboard", stub, raising=False)
     assert dashboard_available() == (True, None)
     dash, why = open_dashboard("trader")
     assert why is None and isinstance(dash, Dash)
@@ -172,8 +173,8 @@ def test_dashboard_hooks_drive_whatever_kit_ui_provides(monkeypatch):
 
 
 def test_the_real_dashboard_streams_while_the_trader_runs():
-    """Runs once kit.ui (issue 3) is merged: the benchmark's dashboard path, for real."""
-    pytest.importorskip("kit.ui")
+    """Runs once kit.ui.dashboard (issue 3) is merged: the benchmark's dashboard path, for real."""
+    pytest.importorskip("kit.ui.dashboard")
     with Simulator(rate=0) as sim:
         trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens={2: ["43650"]}, mode="callback",
                                                  name=f"bench-dash-{time.monotonic_ns()}"))

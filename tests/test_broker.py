@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from kit.broker import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, ORDER_COLUMNS,
+from kit.broker.paper import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, ORDER_COLUMNS,
                         POSITION_COLUMNS, REJECTED, Fill, PaperBroker)
-from kit.strategy import BUY, LIMIT, SELL, Signal
-from kit.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
+from kit.core.strategy import BUY, LIMIT, SELL, Signal
+from kit.core.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
 
 _seq = itertools.count(1)
 

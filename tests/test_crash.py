@@ -24,9 +24,9 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.journal import Journal
-from kit.risk import RiskLimits
-from kit.simulator import Simulator
+from kit.store.journal import Journal
+from kit.broker.risk import RiskLimits
+from kit.sim.server import Simulator
 
 pytestmark = pytest.mark.timeout(240)
 

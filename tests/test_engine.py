@@ -9,7 +9,7 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.dispatch import CALLBACK, MODES, POLL, QUEUE
+from kit.feed.dispatch import CALLBACK, MODES, POLL, QUEUE
 
 TOKENS = {2: ["43650", "43651", "43652", "43653"]}
 
@@ -241,7 +241,7 @@ def test_malformed_frames_are_counted_and_skipped(sim, in_tmp_cwd):
 
 
 def test_wrong_credentials_are_refused_surfaced_and_survived(sim, in_tmp_cwd):
-    from kit.feed import FeedCredentials, SmartFeed
+    from kit.feed.live import FeedCredentials, SmartFeed
     feed = SmartFeed(sim.url, FeedCredentials("Bearer wrong", "wrong", "X", "wrong"), {1: TOKENS}, lambda t: None)
     feed.start()
     try:

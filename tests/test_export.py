@@ -34,7 +34,7 @@ def test_export_writes_a_script_with_its_helpers_and_constants(kernel, tmp_path)
     for cell in STRATEGY_CELLS:
         kernel.run(cell)
     script = tmp_path / "strategies" / "momentum.py"
-    kernel.run(f"import kit.export; print(kit.export.export_strategy(Momentum, {str(script)!r}))")
+    kernel.run(f"import kit.research.export; print(kit.research.export.export_strategy(Momentum, {str(script)!r}))")
     text = script.read_text()
     assert "class Momentum(kit.Strategy):" in text
     assert "def pct_move(previous, now):" in text
@@ -53,12 +53,12 @@ def test_the_newest_definition_of_a_redefined_class_is_exported(kernel, tmp_path
     kernel.run("import kit\nclass S(kit.Strategy):\n    def on_tick(self, tick):\n        return 'old'")
     kernel.run("class S(kit.Strategy):\n    def on_tick(self, tick):\n        return None  # new")
     script = tmp_path / "s.py"
-    kernel.run(f"import kit.export; kit.export.export_strategy(S, {str(script)!r})")
+    kernel.run(f"import kit.research.export; kit.research.export.export_strategy(S, {str(script)!r})")
     assert "# new" in script.read_text() and "'old'" not in script.read_text()
 
 
 def test_export_names_what_it_cannot_resolve(kernel, tmp_path):
-    kernel.run("import kit, kit.export, collections\nCACHE = collections.OrderedDict()")
+    kernel.run("import kit, kit.research.export, collections\nCACHE = collections.OrderedDict()")
     kernel.run("class UsesObject(kit.Strategy):\n    def on_tick(self, tick):\n        return CACHE.get(tick.token)")
     kernel.run("class UsesMissing(kit.Strategy):\n    def on_tick(self, tick):\n        return never_run_helper(tick)")
     kernel.run("API_KEY = 'sk-live-0123456789'\n"
@@ -67,8 +67,8 @@ def test_export_names_what_it_cannot_resolve(kernel, tmp_path):
     out = kernel.run(f"""
 for cls in (UsesObject, UsesMissing, UsesSecret):
     try:
-        kit.export.export_strategy(cls, {str(target)!r})
-    except kit.export.ExportError as exc:
+        kit.research.export.export_strategy(cls, {str(target)!r})
+    except kit.research.export.ExportError as exc:
         print(cls.__name__, '->', exc)
 """)
     assert "UsesObject -> UsesObject uses 'CACHE', a OrderedDict object with no source" in out
@@ -94,7 +94,7 @@ trader.start(); time.sleep(3); trader.close()
 print("recorded", trader.ticks_processed)
 """)
     script = tmp_path / "momentum.py"
-    kernel.run(f"import kit.export; kit.export.export_strategy(Momentum, {str(script)!r})")
+    kernel.run(f"import kit.research.export; kit.research.export.export_strategy(Momentum, {str(script)!r})")
     for mode in ("queue", "callback", "poll"):
         notebook_csv, script_csv = tmp_path / f"nb-{mode}.csv", tmp_path / f"script-{mode}.csv"
         kernel.run(f"""
@@ -138,7 +138,7 @@ def test_ctrl_c_stops_the_exported_script_cleanly_with_the_summary(kernel, tmp_p
     for cell in STRATEGY_CELLS:
         kernel.run(cell)
     script = tmp_path / "momentum.py"
-    kernel.run(f"import kit.export; kit.export.export_strategy(Momentum, {str(script)!r})")
+    kernel.run(f"import kit.research.export; kit.research.export.export_strategy(Momentum, {str(script)!r})")
     proc = subprocess.Popen([sys.executable, str(script), "--feed", "sim", "--duration", "0", "--rate", "50"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 import kit
-from kit.candles import CANDLE_LIMITER, CANDLE_PATH, MAX_DAYS, HistoryError, RateLimiter, chunks, history, to_ist
-from kit.sdk_adapter import smart_connect
-from kit.session import Credentials, login
-from kit.simulator_candles import register_candles
-from kit.simulator_rest import RestSimulator
+from kit.angel.candles import CANDLE_LIMITER, CANDLE_PATH, MAX_DAYS, HistoryError, RateLimiter, chunks, history, to_ist
+from kit.angel.sdk import smart_connect
+from kit.angel.session import Credentials, login
+from kit.sim.candles import register_candles
+from kit.sim.rest import RestSimulator
 
 NIFTY = "99926000"
 

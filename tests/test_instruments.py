@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from kit.instruments import (EXCHANGE_TYPES, InstrumentMaster, InstrumentMasterError, cache_dir, today_ist,
+from kit.angel.instruments import (EXCHANGE_TYPES, InstrumentMaster, InstrumentMasterError, cache_dir, today_ist,
                              tokens_of)
-from kit.simulator import DEFAULT_TOKENS
-from kit.simulator_orders import MASTER_PATH
+from kit.sim.server import DEFAULT_TOKENS
+from kit.sim.exchange import MASTER_PATH
 
 
 def master_requests(sim) -> int:

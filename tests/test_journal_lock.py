@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-import kit.journal
-from kit.instruments import today_ist
-from kit.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked, JournalSchemaError
+import kit.store.journal
+from kit.angel.instruments import today_ist
+from kit.store.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked, JournalSchemaError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,7 +40,7 @@ def python(script: str, *args, **env) -> subprocess.Popen:
 
 HOLDER = """
     import sys
-    from kit.journal import Journal
+    from kit.store.journal import Journal
     journal = Journal(sys.argv[1], owner="holder")
     journal.record("intent", order={"client_id": "c1", "broker_order_id": None, "status": "PENDING"})
     print("READY", flush=True)
@@ -52,7 +52,7 @@ HOLDER = """
 
 OPENER = """
     import json, sys
-    from kit.journal import Journal, JournalLocked
+    from kit.store.journal import Journal, JournalLocked
     try:
         journal = Journal(sys.argv[1], owner="opener")
     except JournalLocked as exc:
@@ -265,7 +265,7 @@ MODES = """
     import json, os, sys
     from datetime import date
     os.umask(0)                                       # the worst case: everything would be world-writable
-    from kit.journal import Journal, data_dir
+    from kit.store.journal import Journal, data_dir
     path = Journal.default_path("perm test", date(2025, 1, 2), client_code="A123")
     journal = Journal(path)
     journal.record("intent", order={"client_id": "c1", "status": "PENDING"})
@@ -299,7 +299,7 @@ def test_an_older_journals_loose_mode_is_tightened(tmp_path):
 # ---------------------------------------------------------------------------- (g) a full disk
 FILLER = """
     import json, resource, signal, sys
-    from kit.journal import Journal, JournalError
+    from kit.store.journal import Journal, JournalError
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # a write past the limit fails with EFBIG instead
     journal = Journal(sys.argv[1], owner="filler")
     record = lambda i: journal.record("intent", payload={"i": i},
@@ -354,7 +354,7 @@ def test_a_record_missing_a_field_is_refused_before_anything_is_written(tmp_path
 
 # ---------------------------------------------------------------------------- (h) paths, day and owner
 def test_default_path_puts_each_client_code_in_its_own_directory(tmp_path, monkeypatch):
-    monkeypatch.setenv(kit.journal.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(kit.store.journal.DATA_DIR_ENV, str(tmp_path))
     day = date(2025, 1, 2)
     assert Journal.default_path("nifty scalper", day) == tmp_path / "journals" / "nifty_scalper-2025-01-02.sqlite"
     assert Journal.default_path("nifty scalper", day, "A123") == \
@@ -370,7 +370,7 @@ def test_the_trading_day_is_the_one_the_journal_was_created_for(tmp_path, monkey
     journal = Journal(path, owner="nifty")
     assert journal.trading_day == today_ist() and journal.owner == "nifty"
     journal.close()
-    monkeypatch.setattr(kit.journal, "today_ist", lambda: date(2099, 1, 1))     # restored on a later day
+    monkeypatch.setattr(kit.store.journal, "today_ist", lambda: date(2099, 1, 1))     # restored on a later day
     reopened = Journal(path)
     assert reopened.trading_day == today_ist() != date(2099, 1, 1) and reopened.owner == ""
     reopened.close()

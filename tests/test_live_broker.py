@@ -13,11 +13,11 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.broker_live import PENDING
-from kit.feed import ReconnectPolicy
-from kit.journal import Journal
-from kit.risk import RiskLimits
-from kit.simulator_orders import PLACE_PATH
+from kit.broker.live import PENDING
+from kit.feed.live import ReconnectPolicy
+from kit.store.journal import Journal
+from kit.broker.risk import RiskLimits
+from kit.sim.exchange import PLACE_PATH
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -262,7 +262,7 @@ def test_updates_missed_while_the_socket_was_down_come_from_the_order_book(sim, 
 
 
 def test_the_pacer_keeps_every_window(monkeypatch):
-    from kit.ratelimit import RateLimiter
+    from kit.core.ratelimit import RateLimiter
     clock = [0.0]
     pacer = RateLimiter(((20, 1.0), (50, 60.0)), margin=0.25, monotonic=lambda: clock[0],
                         sleep=lambda s: clock.__setitem__(0, clock[0] + s))
@@ -415,11 +415,11 @@ def test_a_restarted_trader_restores_orders_and_positions_from_the_journal(sim, 
 
 
 def test_the_journal_scrubs_long_secrets_but_never_corrupts_numbers(tmp_path, monkeypatch):
-    import kit.journal
-    from kit.sdk_adapter import SecretRedactor
+    import kit.store.journal
+    from kit.angel.sdk import SecretRedactor
     redactor = SecretRedactor()                                     # this test's own: the global one is forever
     redactor.register("4242", "123456", "LONG-SECRET-KEY-0099")    # a PIN, a TOTP code, an API key
-    monkeypatch.setattr(kit.journal, "redactor", redactor)
+    monkeypatch.setattr(kit.store.journal, "redactor", redactor)
     journal = Journal(tmp_path / "j.sqlite")
     journal.record("update", client_id="k1", payload={"orderid": "261126004242123456", "price": 4242.5,
                                                       "text": "echo LONG-SECRET-KEY-0099", "ns": 1234564242})

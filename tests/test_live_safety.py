@@ -22,12 +22,12 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.broker_live import PENDING
-from kit.journal import JournalError
-from kit.broker import PaperBroker
-from kit.risk import RiskLimits, RiskManager
-from kit.session import Credentials, login
-from kit.tick import Quote
+from kit.broker.live import PENDING
+from kit.store.journal import JournalError
+from kit.broker.paper import PaperBroker
+from kit.broker.risk import RiskLimits, RiskManager
+from kit.angel.session import Credentials, login
+from kit.core.tick import Quote
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -452,8 +452,8 @@ def test_a_full_disk_halts_trading_and_kill_still_flattens(tmp_path):
 
 # ---------------------------------------------------------------------------- 10. bounded memory
 def replay_ticks(n: int):
-    from kit.recording import table_to_frame
-    from kit.research_bench import synthetic_ticks
+    from kit.store.recording import table_to_frame
+    from kit.bench.replay import synthetic_ticks
     return table_to_frame(synthetic_ticks(n, tokens=1))
 
 
@@ -467,7 +467,7 @@ def test_signals_are_a_ring_and_rejections_are_logged_at_a_bounded_rate(caplog, 
                                              signals_kept=100, name="ring"))
     trader.strategy = EveryTick()
     trader.risk.halt("halted for the test")
-    with caplog.at_level("WARNING", logger="kit.engine"):
+    with caplog.at_level("WARNING", logger="kit.engine.trader"):
         trader.run()
     trader.close()
     assert len(trader.signals) == 100 and trader.status["signals"] == 5000
@@ -494,12 +494,12 @@ def test_recreating_a_trader_frees_the_old_one_while_others_run(in_tmp_cwd):
         assert sum(ref() is not None for ref in olds[:-1]) == 0
         assert psutil.Process().num_fds() - fds <= 8        # one trader's sockets and journal, not fifteen
     finally:
-        kit.engine.current_trader("recreated").close()
+        kit.engine.trader.current_trader("recreated").close()
         other.close()
 
 
 def test_ticks_for_instruments_nobody_subscribed_keep_no_state(in_tmp_cwd, caplog):
-    from kit import wire
+    from kit.angel import wire
     trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]}, name="unsubscribed"))
     trader.start()
     try:
@@ -514,7 +514,7 @@ def test_ticks_for_instruments_nobody_subscribed_keep_no_state(in_tmp_cwd, caplo
         assert set(trader.feed._last.get(2, {})) == {TOKEN}
         assert set(trader.broker._instruments) == {TOKEN}
         # An oversized error frame is cut short in the log.
-        with caplog.at_level("WARNING", logger="kit.feed"):
+        with caplog.at_level("WARNING", logger="kit.feed.live"):
             sim.send_raw(json.dumps({"correlationID": "", "errorCode": "E1001", "errorMessage": "x" * 100_000}))
             assert wait_until(lambda: trader.feed.stats.error_frames == 1, 10)
         line = next(r.getMessage() for r in caplog.records if "error frame" in r.getMessage())

@@ -23,7 +23,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from kit.simulator import Simulator
+from kit.sim.server import Simulator
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 ALL = ("01_quickstart.ipynb", "02_latency_ab.ipynb", "03_live_smartapi.ipynb")

@@ -18,13 +18,13 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.broker import CANCELLED, COMPLETE, OPEN, REJECTED, PaperBroker, _Instrument
-from kit.examples import SmaCross
-from kit.journal import Journal, data_dir
-from kit.recording import table_to_frame
-from kit.research_bench import synthetic_ticks
-from kit.strategy import BUY, SELL, Signal
-from kit.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
+from kit.broker.paper import CANCELLED, COMPLETE, OPEN, REJECTED, PaperBroker, _Instrument
+from kit.research.examples import SmaCross
+from kit.store.journal import Journal, data_dir
+from kit.store.recording import table_to_frame
+from kit.bench.replay import synthetic_ticks
+from kit.core.strategy import BUY, SELL, Signal
+from kit.core.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
 
 CHILD = Path(__file__).resolve().parent / "paper_crash_child.py"
 

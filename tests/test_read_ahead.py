@@ -11,8 +11,8 @@ import websocket
 
 import kit
 from conftest import wait_until
-from kit.sdk_adapter import KitWebSocketV2, _ReadAhead
-from kit.wire import encode_ltp, parse_tick
+from kit.angel.sdk import KitWebSocketV2, _ReadAhead
+from kit.angel.wire import encode_ltp, parse_tick
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,11 +9,11 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit import wire
-from kit.recording import (QUOTE_COLUMNS, TICK_COLUMNS, TickRecorder, read_recording, read_recording_table,
+from kit.angel import wire
+from kit.store.recording import (QUOTE_COLUMNS, TICK_COLUMNS, TickRecorder, read_recording, read_recording_table,
                            table_to_ticks)
-from kit.simulator import _Instrument
-from kit.tick import DEPTH, LTP, QUOTE, SNAP_QUOTE
+from kit.sim.server import _Instrument
+from kit.core.tick import DEPTH, LTP, QUOTE, SNAP_QUOTE
 
 DAY_MS = 1_767_240_900_000        # 2026-01-01 09:45 IST
 

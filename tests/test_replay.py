@@ -10,9 +10,9 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.dispatch import CALLBACK, MODES, POLL, QUEUE
-from kit.examples import SmaCross
-from kit.recording import read_recording
+from kit.feed.dispatch import CALLBACK, MODES, POLL, QUEUE
+from kit.research.examples import SmaCross
+from kit.store.recording import read_recording
 
 TOKENS = {2: ["43650", "43651", "43652"], 1: ["99926000"]}
 

@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 
 import kit
 from conftest import wait_until
-from kit import wire
-from kit.dispatch import CALLBACK, QUEUE
-from kit.faults import Faults, is_packet
-from kit.feed import FeedCredentials, Gap, ReconnectPolicy, SmartFeed
-from kit.simulator import Simulator
-from kit.tick import LTP, SNAP_QUOTE
+from kit.angel import wire
+from kit.feed.dispatch import CALLBACK, QUEUE
+from kit.sim.faults import Faults, is_packet
+from kit.feed.live import FeedCredentials, Gap, ReconnectPolicy, SmartFeed
+from kit.sim.server import Simulator
+from kit.core.tick import LTP, SNAP_QUOTE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -144,8 +144,8 @@ def test_backoff_resets_only_after_a_connection_that_stayed_up(in_tmp_cwd, reset
 @pytest.mark.parametrize("reset_after, expected", [(60.0, [1, 2, 3, 4, 5]), (0.0, [1, 1, 1, 1, 1])])
 def test_the_order_update_stream_backs_off_by_the_same_rule(in_tmp_cwd, reset_after, expected):
     """Its reconnects follow the feed's policy too: a connection dropped at once does not reset the backoff."""
-    from kit.order_updates import OrderUpdateStream
-    from kit.session import Credentials, login
+    from kit.angel.order_updates import OrderUpdateStream
+    from kit.angel.session import Credentials, login
     policy = RecordingPolicy(initial_delay=0.01, max_delay=0.2, jitter=0, reset_after=reset_after)
     with Simulator(rate=0) as sim:
         rc = sim.rest.credentials

@@ -11,11 +11,11 @@ import pytest
 
 import kit
 from conftest import wait_until
-from kit.broker import PaperBroker
-from kit.instruments import IST
-from kit.risk import RiskLimits, RiskManager
-from kit.strategy import Signal
-from kit.tick import Tick
+from kit.broker.paper import PaperBroker
+from kit.angel.instruments import IST
+from kit.broker.risk import RiskLimits, RiskManager
+from kit.core.strategy import Signal
+from kit.core.tick import Tick
 
 TOKEN = "43650"
 

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from conftest import ROOT, wait_until
-from kit import sdk_adapter
-from kit.feed import FeedCredentials, SmartFeed
-from kit.session import Credentials, CredentialsError, login
-from kit.simulator_rest import RestCredentials, RestSimulator
+from kit.angel import sdk as sdk_adapter
+from kit.feed.live import FeedCredentials, SmartFeed
+from kit.angel.session import Credentials, CredentialsError, login
+from kit.sim.rest import RestCredentials, RestSimulator
 
 NETWORK_PROBE = textwrap.dedent("""
     import socket, sys, json
@@ -42,7 +42,7 @@ def _import_attempts(import_line: str) -> list[str]:
 def test_1_importing_the_sdk_makes_no_network_call():
     # The control shows the probe can see the SDK's lookup; the adapter must prevent it.
     assert _import_attempts("import SmartApi") == ["api.ipify.org"]
-    assert _import_attempts("import kit.sdk_adapter, kit") == []
+    assert _import_attempts("import kit.angel.sdk, kit") == []
 
 
 def test_2_no_log_directory_and_no_global_logzero_setup(in_tmp_cwd):
@@ -58,7 +58,7 @@ def test_2_control_the_unpatched_sdk_does_write_logs(tmp_path):
     code = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
-        import kit.sdk_adapter as a
+        import kit.angel.sdk as a
         a._ws2_module.os = os; a._ws2_module.logzero = __import__("logzero")
         a.SmartWebSocketV2("jwt", "key", "client", "feed")
         print(os.path.isdir("logs"))
@@ -194,7 +194,7 @@ def test_10_stop_ends_the_feed_thread_every_time(sim, in_tmp_cwd):
 def test_10_disconnect_from_another_thread_reconnects_every_time(sim, in_tmp_cwd):
     # the stall watchdog drops the connection from its own thread: the same race.
     # (Quick drops grow the backoff by design; a short cap keeps this test quick.)
-    from kit.feed import ReconnectPolicy
+    from kit.feed.live import ReconnectPolicy
     feed = _feed(sim, reconnect=ReconnectPolicy(initial_delay=0.01, max_delay=0.1)).start()
     try:
         assert feed.wait_connected(10)
@@ -344,7 +344,7 @@ def test_12_closing_the_order_update_socket_does_not_reconnect(sim, in_tmp_cwd):
 
 
 def test_13_a_refused_token_is_not_retried(sim, in_tmp_cwd):
-    from kit.order_updates import OrderUpdateStream
+    from kit.angel.order_updates import OrderUpdateStream
     stats = sim.orders.socket.stats
     sdk = _sdk_order_socket(sim.orders.url, "Bearer forged", [])
     sdk.connect()                                                    # control: 1 + 2 retries, each after a sleep
@@ -432,9 +432,9 @@ def test_16_no_log_directory_and_no_message_logging(sim, in_tmp_cwd, caplog):
 def test_3_no_secret_on_the_order_path(in_tmp_cwd, caplog, capfd, tmp_path_factory):
     """Canary credentials through login, orders, a refused order, a failed cancel and the journal."""
     import kit
-    from kit.journal import Journal
-    from kit.risk import RiskLimits
-    from kit.simulator import SimCredentials, Simulator
+    from kit.store.journal import Journal
+    from kit.broker.risk import RiskLimits
+    from kit.sim.server import SimCredentials, Simulator
     canary = SimCredentials(auth_token="CANARYJWT.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ",
                             api_key="CANARY-API-KEY-5c1d", feed_token="CANARY-FEED-TOKEN-77aa")
     sim = Simulator(rate=0, credentials=canary)

@@ -22,10 +22,10 @@ import pyotp
 import pytest
 
 from conftest import ROOT
-from kit import sdk_adapter
-from kit.export import ExportError, export_strategy
-from kit.session import Credentials, login
-from kit.simulator_rest import LOGIN_PATH, RestCredentials, RestSimulator
+from kit.angel import sdk as sdk_adapter
+from kit.research.export import ExportError, export_strategy
+from kit.angel.session import Credentials, login
+from kit.sim.rest import LOGIN_PATH, RestCredentials, RestSimulator
 
 
 def _canary_credentials() -> RestCredentials:
@@ -98,7 +98,7 @@ def test_every_kit_logger_is_redacted_including_tracebacks(caplog):
 
     user_handler = Collect()                    # a handler a user puts on "kit" after importing it
     logging.getLogger("kit").addHandler(user_handler)
-    names = ["kit.feed", "kit.engine", "kit.journal", "kit.broker.live", f"kit.anything.{uuid.uuid4().hex}"]
+    names = ["kit.feed.live", "kit.engine.trader", "kit.store.journal", "kit.broker.live", f"kit.anything.{uuid.uuid4().hex}"]
     try:
         with caplog.at_level(logging.DEBUG):
             for name in names:
@@ -125,10 +125,10 @@ def test_a_kit_log_line_still_reaches_stderr_without_logging_configured():
     code = textwrap.dedent(f"""
         import logging, sys
         sys.path.insert(0, {str(ROOT)!r})
-        import kit.sdk_adapter as a
+        import kit.angel.sdk as a
         a.register_secret("CANARY-STDERR-0123456789")
-        logging.getLogger("kit.feed").warning("token %s", "CANARY-STDERR-0123456789")
-        logging.getLogger("kit.feed").info("not shown: below WARNING")
+        logging.getLogger("kit.feed.live").warning("token %s", "CANARY-STDERR-0123456789")
+        logging.getLogger("kit.feed.live").info("not shown: below WARNING")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stderr.strip() == "token ***", out.stderr

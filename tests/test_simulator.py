@@ -13,9 +13,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
-from kit.simulator import DEFAULT_TOKENS, SimCredentials, Simulator
-from kit.tick import DEPTH, LTP, QUOTE, SNAP_QUOTE
-from kit.wire import parse_tick
+from kit.sim.server import DEFAULT_TOKENS, SimCredentials, Simulator
+from kit.core.tick import DEPTH, LTP, QUOTE, SNAP_QUOTE
+from kit.angel.wire import parse_tick
 
 pytestmark = pytest.mark.timeout(60)
 

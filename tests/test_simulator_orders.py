@@ -12,9 +12,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import wait_until
-from kit.session import Credentials, login
-from kit.simulator_orders import PLACE_PATH
-from kit.simulator_rest import RATE_LIMIT_TEXT
+from kit.angel.session import Credentials, login
+from kit.sim.exchange import PLACE_PATH
+from kit.sim.rest import RATE_LIMIT_TEXT
 
 pytestmark = pytest.mark.timeout(120)
 

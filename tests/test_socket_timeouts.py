@@ -14,8 +14,8 @@ import time
 import pytest
 
 from conftest import wait_until
-from kit.feed import FeedCredentials, ReconnectPolicy, SmartFeed
-from kit.order_updates import OrderUpdateStream
+from kit.feed.live import FeedCredentials, ReconnectPolicy, SmartFeed
+from kit.angel.order_updates import OrderUpdateStream
 
 CREDS = FeedCredentials("Bearer jwt-timeouts", "key-timeouts", "C1", "feed-timeouts")
 

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import kit
-from kit.strategy import Signal, Strategy
+from kit.core.strategy import Signal, Strategy
 from tests.conftest import wait_until
 
 TOKEN = "43650"
@@ -49,7 +49,7 @@ def trader(request):
     t = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]},
                                         name=f"ui-{request.node.name}"))
     yield t
-    board = kit.ui._dashboards.get(t.config.name)
+    board = kit.ui.dashboard._dashboards.get(t.config.name)
     if board is not None:
         board.close()
     t.close()
@@ -67,11 +67,11 @@ def dashboard_threads(name):
 
 
 def test_importing_kit_loads_no_ui_and_patches_no_event_loop():
-    code = ("import asyncio, sys, kit, kit.engine, kit.feed, kit.dispatch, kit.broker\n"
-            "assert not [m for m in ('ipywidgets', 'plotly', 'anywidget', 'kit.ui') if m in sys.modules], sys.modules\n"
-            "import kit.ui\n"
+    code = ("import asyncio, sys, kit, kit.engine.trader, kit.feed.live, kit.feed.dispatch, kit.broker.paper\n"
+            "assert not [m for m in ('ipywidgets', 'plotly', 'anywidget', 'kit.ui.dashboard') if m in sys.modules], sys.modules\n"
+            "import kit.ui.dashboard\n"
             "assert not hasattr(asyncio, '_nest_patched'), 'asyncio was patched globally'\n"
-            "assert kit.dashboard is kit.ui.dashboard\n")
+            "assert kit.dashboard is kit.ui.dashboard.dashboard\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -223,7 +223,7 @@ def test_a_new_trader_with_the_same_name_and_its_dashboard_replace_the_old_ones(
         assert not old_dash.refreshing and trader._tick_listeners == ()
         assert new_dash.refreshing and len(dashboard_threads(trader.config.name)) == 1
     finally:
-        kit.ui._dashboards.get(new_trader.config.name).close()
+        kit.ui.dashboard._dashboards.get(new_trader.config.name).close()
         new_trader.close()
 
 

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from kit import wire
-from kit.sdk_adapter import SmartWebSocketV2
-from kit.tick import CDE_FO, DEPTH, LTP, QUOTE, SNAP_QUOTE
+from kit.angel import wire
+from kit.angel.sdk import SmartWebSocketV2
+from kit.core.tick import CDE_FO, DEPTH, LTP, QUOTE, SNAP_QUOTE
 
 N = 10_000
 _sdk = SmartWebSocketV2.__new__(SmartWebSocketV2)   # the parser needs no connection state

@@ -64,10 +64,10 @@ from time import perf_counter
 
 import numpy as np
 
-from ..dispatch import MODES, QUEUE
-from ..engine import LiveTrader, TraderConfig
-from ..risk import RiskLimits
-from ..strategy import Signal, Strategy
+from kit.feed.dispatch import MODES, QUEUE
+from kit.engine.trader import LiveTrader, TraderConfig
+from kit.broker.risk import RiskLimits
+from kit.core.strategy import Signal, Strategy
 from .probes import ThreadCpu, rss_bytes
 from .simproc import SimProcess
 

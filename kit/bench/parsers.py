@@ -4,8 +4,8 @@ Packets are what the simulator sends (50 instruments, consecutive ticks), so
 token strings repeat as they do on a real feed. Four ways to parse are timed:
 
 - ``sdk``       ``SmartWebSocketV2._parse_binary_data``: a dict (what the SDK hands ``on_data``)
-- ``fast_dict`` ``kit.wire.parse_sdk_dict``: the same dict, bit for bit (``tests/test_wire.py``)
-- ``fast_tick`` ``kit.wire.parse_tick``: a ``Tick``, what ``parser="fast"`` feeds the engine
+- ``fast_dict`` ``kit.angel.wire.parse_sdk_dict``: the same dict, bit for bit (``tests/test_wire.py``)
+- ``fast_tick`` ``kit.angel.wire.parse_tick``: a ``Tick``, what ``parser="fast"`` feeds the engine
 - ``sdk_tick``  ``tick_from_sdk_dict(_parse_binary_data(...))``: what ``parser="sdk"`` does
 
 Each figure is the best of ``repeats`` timings of a pass over all packets,
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import timeit
 
-from ..sdk_adapter import SmartWebSocketV2
-from ..simulator import _Instrument, encode_depth
-from ..tick import DEPTH, LTP, MODE_NAMES, QUOTE, SNAP_QUOTE
-from ..wire import parse_sdk_dict, parse_tick, tick_from_sdk_dict
+from kit.angel.sdk import SmartWebSocketV2
+from kit.sim.server import _Instrument, encode_depth
+from kit.core.tick import DEPTH, LTP, MODE_NAMES, QUOTE, SNAP_QUOTE
+from kit.angel.wire import parse_sdk_dict, parse_tick, tick_from_sdk_dict
 
 
 def sample_packets(mode: int, n_instruments: int = 50, ticks_each: int = 20, seed: int = 7) -> list[bytes]:
@@ -50,7 +50,7 @@ def bench_parsers(repeats: int = 7, ticks_each: int = 20) -> dict:
         row["sdk_us"] = _per_packet_us(sdk._parse_binary_data, packets, repeats)
         row["fast_dict_us"] = _per_packet_us(parse_sdk_dict, packets, repeats)
         row["fast_tick_us"] = _per_packet_us(parse_tick, packets, repeats)
-        if mode != DEPTH:   # the SDK-parser path of the feed does not take DEPTH (see kit.wire)
+        if mode != DEPTH:   # the SDK-parser path of the feed does not take DEPTH (see kit.angel.wire)
             row["sdk_tick_us"] = _per_packet_us(lambda p: tick_from_sdk_dict(sdk._parse_binary_data(p)),
                                                 packets, repeats)
             row["tick_ratio"] = row["sdk_tick_us"] / row["fast_tick_us"]

@@ -19,7 +19,7 @@ from time import perf_counter_ns
 import numpy as np
 import psutil
 
-from ..strategy import Strategy
+from kit.core.strategy import Strategy
 
 
 class Probe(Strategy):
@@ -142,7 +142,7 @@ def queued_tick_bytes(frames: list[bytes], maxsize: int) -> dict:
     interned by the parser's cache (one per instrument), so they are warmed
     first and not counted per tick.
     """
-    from ..wire import parse_tick
+    from kit.angel.wire import parse_tick
     for f in frames:
         parse_tick(f)                          # warm the token cache
     batch = [frames[i % len(frames)] for i in range(maxsize)]
@@ -173,8 +173,8 @@ def wake_cost(gaps_s=(0.05, 0.001), samples: int = 60) -> dict:
     import time as _time
     import timeit
 
-    from ..tick import LTP
-    from ..wire import parse_tick
+    from kit.core.tick import LTP
+    from kit.angel.wire import parse_tick
     from .parsers import sample_packets
 
     packets = sample_packets(LTP, ticks_each=2)
@@ -214,10 +214,10 @@ def dashboard_tick_path_ns(ticks: int = 200_000, pairs: int = 5) -> dict:
     median pair is reported, in process CPU time. No sockets and no second
     process, so the machine's load moves it far less than it moves a flood.
     """
-    from ..engine import LiveTrader, TraderConfig
-    from ..examples import Null
-    from ..research_bench import synthetic_ticks
-    from ..ui import dashboard
+    from kit.engine.trader import LiveTrader, TraderConfig
+    from kit.research.examples import Null
+    from kit.bench.replay import synthetic_ticks
+    from kit.ui.dashboard import dashboard
     table = synthetic_ticks(ticks, tokens=50)
 
     def ns_per_tick(with_dashboard: bool) -> float:

@@ -6,7 +6,7 @@ LTP packets in unmasked server frames) are already in a socketpair's buffer,
 so only the reading is timed, in CPU time of the reading thread:
 
 - ``plain``       an epoll wait and two ``recv`` calls per frame (websocket-client as is)
-- ``read_ahead``  ``kit.sdk_adapter._ReadAhead``: one ``recv`` per 64 KiB, no wait
+- ``read_ahead``  ``kit.angel.sdk._ReadAhead``: one ``recv`` per 64 KiB, no wait
   while frames are buffered (what ``KitWebSocketV2`` does by default)
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 
 import websocket
 
-from ..sdk_adapter import _ReadAhead
-from ..tick import LTP
+from kit.angel.sdk import _ReadAhead
+from kit.core.tick import LTP
 from .parsers import sample_packets
 
 

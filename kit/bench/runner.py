@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dispatch import CALLBACK, QUEUE
-from ..tick import LTP, MODE_NAMES, QUOTE, SNAP_QUOTE
+from kit.feed.dispatch import CALLBACK, QUEUE
+from kit.core.tick import LTP, MODE_NAMES, QUOTE, SNAP_QUOTE
 from . import report
 from .parsers import bench_parsers, sample_packets
 from .probes import dashboard_tick_path_ns, queued_tick_bytes, wake_cost

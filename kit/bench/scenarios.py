@@ -30,14 +30,14 @@ from time import perf_counter
 
 import numpy as np
 
-from ..dispatch import CALLBACK, POLL, QUEUE
-from ..engine import LiveTrader, TraderConfig
-from ..examples import SmaCross
-from ..metrics import STAGES
+from kit.feed.dispatch import CALLBACK, POLL, QUEUE
+from kit.engine.trader import LiveTrader, TraderConfig
+from kit.research.examples import SmaCross
+from kit.engine.metrics import STAGES
 from .probes import Probe, ThreadCpu, percentiles, rss_bytes
 from .simproc import SimProcess
 
-log = logging.getLogger("kit.bench")
+log = logging.getLogger(__name__)
 
 RSS_SAMPLE_S = 0.02
 
@@ -93,18 +93,18 @@ def option_tokens(n: int) -> dict:
 
 # --------------------------------------------------------------------------- dashboard
 def open_dashboard(trader):
-    """``(handle, None)`` with ``kit.ui``'s dashboard streaming ``trader``, or ``(None, why not)``.
+    """``(handle, None)`` with ``kit.ui.dashboard``'s dashboard streaming ``trader``, or ``(None, why not)``.
 
     Outside a kernel ipywidgets has no frontend, but the dashboard's refresh
     thread still builds every update, which is the cost measured here.
     """
     try:
-        from .. import ui
+        from kit.ui import dashboard as ui
     except ImportError as exc:
-        return None, f"kit.ui is not importable ({exc})"
+        return None, f"kit.ui.dashboard is not importable ({exc})"
     factory = getattr(ui, "dashboard", None)
     if not callable(factory):
-        return None, "kit.ui has no dashboard(trader)"
+        return None, "kit.ui.dashboard has no dashboard(trader)"
     dash = factory(trader)
     start = getattr(dash, "start", None)
     if callable(start) and not getattr(dash, "running", False):
@@ -122,11 +122,11 @@ def close_dashboard(dash) -> None:
 
 def dashboard_available() -> tuple[bool, str | None]:
     try:
-        from .. import ui
+        from kit.ui import dashboard as ui
     except ImportError as exc:
-        return False, f"kit.ui is not importable ({exc})"
+        return False, f"kit.ui.dashboard is not importable ({exc})"
     if not callable(getattr(ui, "dashboard", None)):
-        return False, "kit.ui has no dashboard(trader)"
+        return False, "kit.ui.dashboard has no dashboard(trader)"
     return True, None
 
 

@@ -27,12 +27,12 @@ import os
 import threading
 from types import SimpleNamespace
 
-from ..simulator import SimCredentials
+from kit.sim.server import SimCredentials
 
 
 def _serve(conn, kwargs: dict) -> None:
     """Child process: run a Simulator and execute the parent's calls until told to exit."""
-    from ..simulator import Simulator
+    from kit.sim.server import Simulator
     try:
         sim = Simulator(**kwargs).start()
     except BaseException as exc:
@@ -64,7 +64,7 @@ def _serve(conn, kwargs: dict) -> None:
 
 
 class SimProcess:
-    """A ``kit.simulator.Simulator`` (with ``stamp_send_ns=True``) in a child process."""
+    """A ``kit.sim.server.Simulator`` (with ``stamp_send_ns=True``) in a child process."""
 
     def __init__(self, *, tokens: dict, rate: float = 0.0, seed: int = 7, stamp_send_ns: bool = True):
         self._kwargs = dict(tokens=tokens, rate=rate, seed=seed, stamp_send_ns=stamp_send_ns)

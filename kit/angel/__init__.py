@@ -1,0 +1,1 @@
+"""Angel One: the SDK's workarounds, the wire format, sessions, instruments, candles, order updates."""

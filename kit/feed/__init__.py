@@ -1,0 +1,1 @@
+"""Ticks in: the live socket feed, replays of recordings, and the dispatch modes."""

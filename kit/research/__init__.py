@@ -1,0 +1,1 @@
+"""Backtests over recordings, charts, example strategies, and export to a script."""

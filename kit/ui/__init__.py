@@ -1,0 +1,1 @@
+"""The notebook cockpit (ipywidgets + plotly). Trading code never imports it."""
