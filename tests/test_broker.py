@@ -15,7 +15,8 @@ import pytest
 from kit.broker.paper import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, ORDER_COLUMNS,
                         POSITION_COLUMNS, REJECTED, Fill, PaperBroker)
 from kit.core.strategy import BUY, LIMIT, SELL, Signal
-from kit.core.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
+from kit.core.tick import SNAP_QUOTE, Quote, Tick
+from kit.core.market import NSE_CM, NSE_FO
 
 _seq = itertools.count(1)
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from kit.angel.instruments import (EXCHANGE_TYPES, InstrumentMaster, InstrumentMasterError, cache_dir, today_ist,
-                             tokens_of)
+from kit.angel.instruments import InstrumentMaster, InstrumentMasterError, cache_dir, tokens_of
+from kit.core.market import EXCHANGE_TYPES, today_ist
 from kit.sim.server import DEFAULT_TOKENS
 from kit.sim.exchange import MASTER_PATH
 

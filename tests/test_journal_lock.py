@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import kit.store.journal
-from kit.angel.instruments import today_ist
+from kit.core.market import today_ist
 from kit.store.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked, JournalSchemaError
 
 pytestmark = pytest.mark.timeout(120)

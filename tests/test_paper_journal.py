@@ -24,7 +24,8 @@ from kit.store.journal import Journal, data_dir
 from kit.store.recording import table_to_frame
 from kit.bench.replay import synthetic_ticks
 from kit.core.strategy import BUY, SELL, Signal
-from kit.core.tick import NSE_CM, NSE_FO, SNAP_QUOTE, Quote, Tick
+from kit.core.tick import SNAP_QUOTE, Quote, Tick
+from kit.core.market import NSE_CM, NSE_FO
 
 CHILD = Path(__file__).resolve().parent / "paper_crash_child.py"
 

@@ -12,7 +12,7 @@ import pytest
 import kit
 from conftest import wait_until
 from kit.broker.paper import PaperBroker
-from kit.angel.instruments import IST
+from kit.core.market import IST
 from kit.broker.risk import RiskLimits, RiskManager
 from kit.core.strategy import Signal
 from kit.core.tick import Tick

@@ -198,15 +198,15 @@ def test_refresh_thread_streams_and_rerunning_the_cell_leaves_one_writer(trader)
     second = kit.dashboard(trader, interval=0.1)          # the cell is run again
     assert not first.refreshing
     assert len(dashboard_threads(name)) == 1
-    assert trader._tick_listeners == (second._tick_listener,)
-    assert trader._signal_listeners == (second._signal_listener,)
+    assert trader._tick_listeners.current == (second._tick_listener,)
+    assert trader._signal_listeners.current == (second._signal_listener,)
     refreshes = first.refreshes
     publish(trader, 5)
     assert wait_until(lambda: "<b class='kit-ticks'>15</b>" in second.status_line.value, 10)
     assert first.refreshes == refreshes                   # the old one wrote nothing more
 
     second.close()
-    assert not second.refreshing and trader._tick_listeners == ()
+    assert not second.refreshing and trader._tick_listeners.current == ()
     assert dashboard_threads(name) == []
 
 
@@ -220,7 +220,7 @@ def test_a_new_trader_with_the_same_name_and_its_dashboard_replace_the_old_ones(
         old_dash.start_button.click()                     # must not bring the old feed back
         assert not trader.running and "replaced" in old_dash.message.value
         new_dash = kit.dashboard(new_trader, interval=0.1)
-        assert not old_dash.refreshing and trader._tick_listeners == ()
+        assert not old_dash.refreshing and trader._tick_listeners.current == ()
         assert new_dash.refreshing and len(dashboard_threads(trader.config.name)) == 1
     finally:
         kit.ui.dashboard._dashboards.get(new_trader.config.name).close()

@@ -9,7 +9,8 @@ import pytest
 
 from kit.angel import wire
 from kit.angel.sdk import SmartWebSocketV2
-from kit.core.tick import CDE_FO, DEPTH, LTP, QUOTE, SNAP_QUOTE
+from kit.core.tick import DEPTH, LTP, QUOTE, SNAP_QUOTE
+from kit.core.market import CDE_FO
 
 N = 10_000
 _sdk = SmartWebSocketV2.__new__(SmartWebSocketV2)   # the parser needs no connection state

@@ -36,14 +36,14 @@ import threading
 import time
 from collections import deque
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import requests
 
+from kit.core.market import IST_ZONE
+
 log = logging.getLogger(__name__)
 
-IST = ZoneInfo("Asia/Kolkata")
 CANDLE_PATH = "/rest/secure/angelbroking/historical/v1/getCandleData"
 DATE_FORMAT = "%Y-%m-%d %H:%M"
 
@@ -135,7 +135,7 @@ def to_ist(value, *, end: bool = False) -> datetime:
         bare_date = isinstance(value, date) and not isinstance(value, datetime)
         value = pd.Timestamp(value)
     if value.tzinfo is not None:
-        value = value.tz_convert(IST).tz_localize(None)
+        value = value.tz_convert(IST_ZONE).tz_localize(None)
     if bare_date and end:
         value = value.normalize() + pd.Timedelta(hours=23, minutes=59)
     return value.floor("min").to_pydatetime()
@@ -227,9 +227,9 @@ def _fetch(api, params: dict, limiter: RateLimiter, max_retries: int, backoff: f
 def _rows_frame(rows: list) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="float64" if c != "volume" else "int64") for c in COLUMNS},
-                            index=pd.DatetimeIndex([], tz=IST, name="timestamp"))
+                            index=pd.DatetimeIndex([], tz=IST_ZONE, name="timestamp"))
     frame = pd.DataFrame(rows, columns=["timestamp", *COLUMNS])
-    index = pd.DatetimeIndex(pd.to_datetime(frame.pop("timestamp"), format="ISO8601", utc=True)).tz_convert(IST)
+    index = pd.DatetimeIndex(pd.to_datetime(frame.pop("timestamp"), format="ISO8601", utc=True)).tz_convert(IST_ZONE)
     frame.index = index.rename("timestamp")
     return frame.astype({"open": "float64", "high": "float64", "low": "float64", "close": "float64",
                          "volume": "int64"})

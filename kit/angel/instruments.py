@@ -31,6 +31,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from kit.core.market import EXCHANGE_TYPES, EXCHANGES, IST, today_ist
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
@@ -40,13 +42,6 @@ MASTER_URL = "https://margincalculator.angelbroking.com/OpenAPI_File/files/OpenA
 MASTER_URL_ENV = "SMARTAPI_MASTER_URL"
 CACHE_DIR_ENV = "SMARTAPI_KIT_CACHE"
 APP_NAME = "smartapi-kit"
-
-# India has no daylight saving time: a fixed offset is exact and needs no tz database.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-
-# The master's exch_seg values, and the exchange types the feed and the order API use for them.
-EXCHANGE_TYPES = {"NSE": 1, "NFO": 2, "BSE": 3, "BFO": 4, "MCX": 5, "NCDEX": 7, "CDS": 13}
-EXCHANGES = {v: k for k, v in EXCHANGE_TYPES.items()}
 
 _REQUIRED_FIELDS = ("token", "symbol", "exch_seg")
 
@@ -63,9 +58,6 @@ def cache_dir() -> Path:
     import platformdirs
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
-
-def today_ist() -> date:
-    return datetime.now(IST).date()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import struct
 
-from kit.core.tick import CDE_FO, DEPTH, LTP, MODE_NAMES, QUOTE, SNAP_QUOTE, Quote, Tick
+from kit.core.tick import DEPTH, LTP, MODE_NAMES, QUOTE, SNAP_QUOTE, Quote, Tick
+
+from kit.core.market import price_divisor
 
 HEADER = struct.Struct("<BB25sqqq")                 # LTP packet, and every packet's head
 QUOTE_BODY = struct.Struct("<qqqddqqqq")            # at offset 51
@@ -41,10 +43,6 @@ assert HEADER.size == 51 and QUOTE_FULL.size == 123 and SNAP_FULL.size == 379
 
 class MalformedFrame(ValueError):
     """A binary frame that is not a well-formed SmartAPI packet."""
-
-
-def _divisor(exchange_type: int) -> float:
-    return 10_000_000.0 if exchange_type == CDE_FO else 100.0
 
 
 def encode_token(token: str) -> bytes:
@@ -98,19 +96,19 @@ def parse_tick(data: bytes, recv_ns: int = 0) -> Tick:
         mode, ex, raw, seq, ts, ltp = HEADER.unpack(data)
         if mode != LTP:
             raise MalformedFrame(f"{n}-byte frame with mode {mode}")
-        return Tick(_token(raw), ex, LTP, seq, ts, ltp / (10_000_000.0 if ex == CDE_FO else 100.0), recv_ns)
+        return Tick(_token(raw), ex, LTP, seq, ts, ltp / price_divisor(ex), recv_ns)
     if n == 123:
         v = QUOTE_FULL.unpack(data)
         if v[0] != QUOTE:
             raise MalformedFrame(f"{n}-byte frame with mode {v[0]}")
-        d = _divisor(v[1])
+        d = price_divisor(v[1])
         q = Quote(v[6], v[7] / d, v[8], v[9], v[10], v[11] / d, v[12] / d, v[13] / d, v[14] / d)
         return Tick(_token(v[2]), v[1], QUOTE, v[3], v[4], v[5] / d, recv_ns, q)
     if n == 379:
         v = SNAP_FULL.unpack(data)
         if v[0] != SNAP_QUOTE:
             raise MalformedFrame(f"{n}-byte frame with mode {v[0]}")
-        d = _divisor(v[1])
+        d = price_divisor(v[1])
         buys, sells = [], []
         for i in range(18, 58, 4):
             flag, qty, price, orders = v[i:i + 4]
@@ -123,7 +121,7 @@ def parse_tick(data: bytes, recv_ns: int = 0) -> Tick:
         # 20-level depth has no LTP or sequence; the kit surfaces it as a
         # DEPTH tick whose quote carries the levels.
         mode, ex, raw, _, ts = DEPTH_HEAD.unpack_from(data)
-        d = _divisor(ex)
+        d = price_divisor(ex)
         b = DEPTH_SIDE.unpack_from(data, 43)
         s = DEPTH_SIDE.unpack_from(data, 243)
         buys = tuple((b[i + 1] / d, b[i], b[i + 2]) for i in range(0, 60, 3))
@@ -179,7 +177,7 @@ def parse_sdk_dict(data: bytes) -> dict:
 def tick_from_sdk_dict(d: dict, recv_ns: int = 0) -> Tick:
     """Build a ``Tick`` from the SDK parser's dict (used when the SDK parser is selected)."""
     mode, ex = d["subscription_mode"], d["exchange_type"]
-    div = _divisor(ex)
+    div = price_divisor(ex)
     q = None
     if mode in (QUOTE, SNAP_QUOTE):
         q = Quote(d["last_traded_quantity"], d["average_traded_price"] / div, d["volume_trade_for_the_day"],

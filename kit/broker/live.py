@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Callable
 from kit.broker.paper import (CANCELLED, COMPLETE, MARK_JUMP, NO_FILLS, OPEN, REJECTED, Fill, Order,
                      PositionBook, _frame, _Instrument, _position_record)
 from kit.broker.gate import TradingGate
-from kit.angel.instruments import EXCHANGE_TYPES, EXCHANGES, today_ist
+from kit.core.listeners import Listeners
+from kit.core.market import EXCHANGES, EXCHANGE_TYPES, today_ist
 from kit.broker.rules import DEFAULT_PRICE_COLLAR
 from kit.core.ratelimit import EXCHANGE_ORDER_LIMITS, RateLimiter
 from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal
@@ -196,7 +197,7 @@ class SmartApiBroker(PositionBook):
         self._cancel_before_send: set[str] = set()
         self._cancel_wanted: set[str] = set()      # cancels waiting for the exchange's order id
         self._timing: dict[str, _Timing] = {}
-        self._fill_listeners: tuple[Callable[[Fill], object], ...] = ()
+        self._fill_listeners = Listeners()
         self._prefix = "k" + secrets.token_hex(3)   # ordertag = prefix + counter: < 20 chars, unique per session
         self._count = 0
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -488,12 +489,10 @@ class SmartApiBroker(PositionBook):
 
     def add_fill_listener(self, listener: Callable[[Fill], object]) -> None:
         """Call ``listener(fill)`` after every fill, on the order-update (or reconcile) thread."""
-        with self._lock:
-            self._fill_listeners = self._fill_listeners + (listener,)
+        self._fill_listeners.add(listener)
 
     def remove_fill_listener(self, listener: Callable[[Fill], object]) -> None:
-        with self._lock:
-            self._fill_listeners = tuple(f for f in self._fill_listeners if f != listener)
+        self._fill_listeners.remove(listener)
 
     @property
     def queued(self) -> int:
@@ -790,7 +789,7 @@ class SmartApiBroker(PositionBook):
                     current.qty, current.avg_price, current.realized_pnl = moved.qty, moved.avg_price, moved.realized_pnl
                     current.has_filled = True
                     self._fills.append(fill)
-                listeners = self._fill_listeners
+                listeners = self._fill_listeners.current
         timing = self._timing.get(new.order_id)
         if timing is not None:
             now = perf_counter_ns()

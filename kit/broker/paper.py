@@ -64,6 +64,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from kit.core.listeners import Listeners
 from kit.broker.rules import DEFAULT_PRICE_COLLAR, instrument_problem, price_problem, shape_problem
 from kit.core.strategy import BUY, LIMIT, MARKET
 
@@ -448,7 +449,7 @@ class PaperBroker(PositionBook):
         self._fills: list[Fill] = []
         self._order_count = 0
         # Replaced, never mutated, so on_tick can iterate it without the lock.
-        self._fill_listeners: tuple[Callable[[Fill], object], ...] = ()
+        self._fill_listeners = Listeners()
         self.journal = journal
         self._closed = False
         self.restored = ({"orders": 0, "active": 0, "fills": 0, "positions": 0} if journal is None
@@ -545,7 +546,7 @@ class PaperBroker(PositionBook):
         with self._lock:
             fills = self._match(instrument, tick)
         for fill in fills:
-            for listener in self._fill_listeners:
+            for listener in self._fill_listeners.current:
                 try:
                     listener(fill)
                 except Exception:
@@ -707,13 +708,11 @@ class PaperBroker(PositionBook):
 
         Exceptions it raises are logged and swallowed.
         """
-        with self._lock:
-            self._fill_listeners = self._fill_listeners + (listener,)
+        self._fill_listeners.add(listener)
 
     def remove_fill_listener(self, listener: Callable[[Fill], object]) -> None:
         """Stop calling ``listener``; a no-op if it was never added."""
-        with self._lock:
-            self._fill_listeners = tuple(f for f in self._fill_listeners if f != listener)
+        self._fill_listeners.remove(listener)
 
     # -- tables (snapshot under the lock, build the frame outside it) -------
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from kit.broker.gate import TradingGate
-from kit.angel.instruments import IST
+from kit.core.market import IST, TRADING_DAYS, TRADING_HOURS
 from kit.broker.rules import DEFAULT_PRICE_COLLAR, shape_problem
 from kit.core.ratelimit import EXCHANGE_ORDER_LIMITS, RateLimiter
 
@@ -60,8 +60,8 @@ class RiskLimits:
     # A LIMIT price further than this fraction from the last good price is refused, when the
     # instrument's circuit band is not known (None: no collar). Both brokers apply it.
     price_collar: float | None = DEFAULT_PRICE_COLLAR
-    trading_hours: tuple[str, str] = ("09:15", "15:30")    # IST, start inclusive, end exclusive
-    trading_days: tuple[int, ...] = (0, 1, 2, 3, 4)         # Monday = 0
+    trading_hours: tuple[str, str] = TRADING_HOURS          # IST, start inclusive, end exclusive
+    trading_days: tuple[int, ...] = TRADING_DAYS            # Monday = 0
     enforce_hours: str = "live"                             # "live", "always" or "never"
 
     def __post_init__(self):

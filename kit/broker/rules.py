@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from kit.angel.instruments import EXCHANGES
+from kit.core.market import EXCHANGES
 from kit.core.strategy import BUY, LIMIT, MARKET, SELL
 
 DEFAULT_PRICE_COLLAR = 0.3     # a LIMIT price more than 30 % from the last good price is refused

@@ -12,19 +12,6 @@ from dataclasses import dataclass
 LTP, QUOTE, SNAP_QUOTE, DEPTH = 1, 2, 3, 4
 MODE_NAMES = {LTP: "LTP", QUOTE: "QUOTE", SNAP_QUOTE: "SNAP_QUOTE", DEPTH: "DEPTH"}
 
-# Exchange types as Angel One numbers them.
-NSE_CM, NSE_FO, BSE_CM, BSE_FO, MCX_FO, NCX_FO, CDE_FO = 1, 2, 3, 4, 5, 7, 13
-EXCHANGE_NAMES = {
-    NSE_CM: "nse_cm", NSE_FO: "nse_fo", BSE_CM: "bse_cm", BSE_FO: "bse_fo",
-    MCX_FO: "mcx_fo", NCX_FO: "ncx_fo", CDE_FO: "cde_fo",
-}
-
-
-def price_divisor(exchange_type: int) -> float:
-    """Wire prices are paise; currency derivatives use 1e7."""
-    return 10_000_000.0 if exchange_type == CDE_FO else 100.0
-
-
 @dataclass(slots=True)
 class Quote:
     """QUOTE fields, plus the SNAP_QUOTE ones when the tick came in that mode.

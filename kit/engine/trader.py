@@ -36,6 +36,7 @@ from kit.feed.live import FeedCredentials, Gap, ReconnectPolicy, SmartFeed
 from kit.engine.heap import frozen_heap
 from kit.engine.metrics import LatencyMetrics
 from kit.broker.risk import RiskLimits, RiskManager
+from kit.core.listeners import Listeners
 from kit.core.strategy import Signal, Strategy
 from kit.core.tick import LTP, MODE_NAMES
 
@@ -176,8 +177,8 @@ class LiveTrader:
         self._lifecycle_lock = threading.RLock()
         self._running = False
         self._holds_frozen_heap = False
-        self._tick_listeners: tuple = ()
-        self._signal_listeners: tuple = ()
+        self._tick_listeners = Listeners()
+        self._signal_listeners = Listeners()
         self.signals: deque[Signal] = deque(maxlen=config.signals_kept)
         self.signal_count = 0
         self._rejections = _RejectionLog()
@@ -239,7 +240,7 @@ class LiveTrader:
                     if reason is not None:
                         self.rejected_signals += 1
                         self._rejections.log(reason, signal)
-                    for listener in self._signal_listeners:
+                    for listener in self._signal_listeners.current:
                         listener(signal, reason)
                 if measured:
                     acked = perf_counter_ns()
@@ -249,7 +250,7 @@ class LiveTrader:
         # 4. measurements and observers, outside the lock
         if measured:
             self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
-        for listener in self._tick_listeners:
+        for listener in self._tick_listeners.current:
             listener(tick)
 
     # ---- gaps (issue 7) -------------------------------------------------------------
@@ -371,17 +372,17 @@ class LiveTrader:
     # ================================================================== observers
     def add_tick_listener(self, fn) -> None:
         """``fn(tick)`` after each processed tick, on the tick's thread. Keep it cheap."""
-        self._tick_listeners = self._tick_listeners + (fn,)
+        self._tick_listeners.add(fn)
 
     def remove_tick_listener(self, fn) -> None:
-        self._tick_listeners = tuple(f for f in self._tick_listeners if f is not fn)
+        self._tick_listeners.remove(fn)
 
     def add_signal_listener(self, fn) -> None:
         """``fn(signal, rejection_reason_or_None)`` for every signal."""
-        self._signal_listeners = self._signal_listeners + (fn,)
+        self._signal_listeners.add(fn)
 
     def remove_signal_listener(self, fn) -> None:
-        self._signal_listeners = tuple(f for f in self._signal_listeners if f is not fn)
+        self._signal_listeners.remove(fn)
 
     # ================================================================== lifecycle
     @property

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kit.core.market import IST_ZONE
 from kit.feed.dispatch import CALLBACK
 from kit.engine.trader import LiveTrader, TraderConfig
 from kit.store.recording import read_recording, table_to_frame
 
 __all__ = ["backtest", "Backtest", "BacktestResult", "read_recording", "equity_curve"]
 
-IST = "Asia/Kolkata"
 
 
 def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = None, progress: bool = True,
@@ -170,7 +170,7 @@ def tick_times(ticks: pd.DataFrame) -> pd.Series:
         ns = ticks["exchange_ts"].to_numpy(dtype=np.int64) * 1_000_000
     else:
         ns = np.zeros(len(ticks), dtype=np.int64)
-    return pd.Series(pd.to_datetime(ns, unit="ns", utc=True).tz_convert(IST), index=ticks.index, name="time")
+    return pd.Series(pd.to_datetime(ns, unit="ns", utc=True).tz_convert(IST_ZONE), index=ticks.index, name="time")
 
 
 def equity_curve(ticks: pd.DataFrame, fill_states: list[tuple[int, object]]) -> pd.DataFrame:

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import zlib
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from kit.core.market import EXCHANGE_TYPES, IST
 from kit.angel.candles import CANDLE_PATH, INTERVAL_MINUTES, MAX_DAYS
 from kit.sim.rest import RestRequest, RestSimulator, reply
 
-IST = ZoneInfo("Asia/Kolkata")
 DATE_FORMAT = "%Y-%m-%d %H:%M"
-EXCHANGES = ("NSE", "BSE", "NFO", "MCX", "BFO", "CDS", "NCO")
 OPEN_MINUTE = 9 * 60 + 15          # 09:15
 MINUTES_PER_DAY = 375              # 09:15 .. 15:30
 TICK = 0.05
@@ -74,7 +72,7 @@ class CandleServer:
     def handle(self, req: RestRequest):
         b = req.body
         exchange, token, interval = b.get("exchange"), b.get("symboltoken"), b.get("interval")
-        if exchange not in EXCHANGES:
+        if exchange not in EXCHANGE_TYPES:
             return reply(status=False, message=f"Invalid exchange {exchange!r}", errorcode=INVALID)
         if not isinstance(token, str) or not token.strip():
             return reply(status=False, message="Invalid symboltoken", errorcode=INVALID)

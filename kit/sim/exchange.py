@@ -49,7 +49,9 @@ from http import HTTPStatus
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
 
-from kit.angel.instruments import EXCHANGE_TYPES, IST, Instrument, today_ist
+from kit.angel.instruments import Instrument
+
+from kit.core.market import EXCHANGE_TYPES, IST, today_ist
 from kit.sim.rest import RestRequest, reply
 
 log = logging.getLogger(__name__)

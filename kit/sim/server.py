@@ -65,8 +65,8 @@ from websockets.exceptions import ConnectionClosed
 from kit.sim.candles import register_candles
 from kit.sim.exchange import SimulatedExchange
 from kit.sim.rest import RestCredentials, RestSimulator
-from kit.core.tick import (BSE_CM, CDE_FO, DEPTH, EXCHANGE_NAMES, LTP, MODE_NAMES, NSE_CM, QUOTE,
-                   SNAP_QUOTE, price_divisor)
+from kit.core.market import BSE_CM, CDE_FO, FEED_EXCHANGE_NAMES, NSE_CM, price_divisor
+from kit.core.tick import DEPTH, LTP, MODE_NAMES, QUOTE, SNAP_QUOTE
 from kit.angel.wire import DEPTH_HEAD, DEPTH_SIDE, encode_ltp, encode_quote, encode_snap_quote, encode_token
 
 PATH = "/smart-stream"
@@ -272,7 +272,7 @@ def _parse_request(request) -> tuple[int, int, list[tuple[int, str]]] | None:
         if not isinstance(entry, dict):
             return None
         exchange_type, tokens = entry.get("exchangeType"), entry.get("tokens")
-        if type(exchange_type) is not int or exchange_type not in EXCHANGE_NAMES or not isinstance(tokens, list):
+        if type(exchange_type) is not int or exchange_type not in FEED_EXCHANGE_NAMES or not isinstance(tokens, list):
             return None
         for token in tokens:
             if not _valid_token(token):

@@ -81,7 +81,9 @@ from collections import deque
 from datetime import date, datetime
 from pathlib import Path
 
-from kit.angel.instruments import APP_NAME, IST, today_ist
+from kit.angel.instruments import APP_NAME
+
+from kit.core.market import IST, today_ist
 from kit.angel.sdk import redactor
 
 DATA_DIR_ENV = "SMARTAPI_KIT_DATA"

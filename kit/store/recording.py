@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from kit.core.market import IST_ZONE
 from kit.core.tick import LTP, Quote, Tick
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def normalize_ticks(data) -> pa.Table:
             raise TypeError(f"ticks must be a pandas DataFrame or a pyarrow Table, not {type(data).__name__}")
         frame = data
         if "exchange_ts" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
-            stamps = frame.index if frame.index.tz is not None else frame.index.tz_localize("Asia/Kolkata")
+            stamps = frame.index if frame.index.tz is not None else frame.index.tz_localize(IST_ZONE)
             frame = frame.assign(exchange_ts=stamps.as_unit("ns").asi8 // 1_000_000)
         table = pa.Table.from_pandas(frame, preserve_index=False)
     missing = [c for c in REQUIRED if c not in table.column_names]
