@@ -8,14 +8,14 @@ PY     := $(VENV)/bin/python
 # Jupyter refuses to run as root unless told to (containers, CI).
 LAB    := $(PY) -m jupyterlab --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup demo headless lab test bench soak clean
+.PHONY: setup demo headless lab test lint bench soak clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test]"      # test = notebook + bench + pytest & co.
 	touch $@
 
 demo: setup
@@ -29,7 +29,12 @@ lab: setup
 
 test: setup
 	bash scripts/ensure-chromium.sh
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+# The import contract of kit/'s layers (pyproject.toml, [tool.importlinter]); make test runs it too.
+lint: setup
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m kit.bench
