@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
-from kit.broker.paper import (CANCELLED, COMPLETE, MARK_JUMP, NO_FILLS, OPEN, REJECTED, Fill, Order,
-                     PositionBook, _frame, _Instrument, _position_record)
+from kit.broker.book import InstrumentState, PositionBook, frame, position_record, restore_fills_and_positions
+from kit.core.orders import ACTIVE, CANCELLED, COMPLETE, NO_FILLS, OPEN, PENDING, REJECTED, TERMINAL, Fill, Order
 from kit.broker.gate import TradingGate
 from kit.core.listeners import Listeners
 from kit.core.market import EXCHANGES, EXCHANGE_TYPES, today_ist
@@ -71,11 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from kit.core.tick import Tick
 
 log = logging.getLogger(__name__)
-
-# Accepted by the broker's queue, not yet acknowledged by the exchange.
-PENDING = "PENDING"
-ACTIVE = (PENDING, OPEN)
-TERMINAL = (COMPLETE, CANCELLED, REJECTED)
 
 # Angel One's order statuses (``orderData.status``) in the kit's four.
 _STATUS = {
@@ -186,7 +181,7 @@ class SmartApiBroker(PositionBook):
         # _apply_lock serialises "compute, journal, apply" sequences on the order threads.
         self._lock = threading.Lock()
         self._apply_lock = threading.RLock()
-        self._instruments: dict[str, dict[int, _Instrument]] = {}
+        self._instruments: dict[str, dict[int, InstrumentState]] = {}
         self._orders: dict[str, LiveOrder] = {}
         self._by_broker_id: dict[str, LiveOrder] = {}
         self._fills: list[Fill] = []
@@ -239,7 +234,7 @@ class SmartApiBroker(PositionBook):
                 self._unknown_since[order.order_id] = time.monotonic()
             self._instrument(order.token, order.exchange_type)
             self._account_open(None, order)
-        positions = self._restore_fills_and_positions(self.journal)
+        positions = restore_fills_and_positions(self.journal, self._fills, self._instrument)
         self._restored_ids = [oid for oid, o in self._orders.items() if o.status in ACTIVE]
         restored = {"orders": len(self._orders), "active": sum(o.status in ACTIVE for o in self._orders.values()),
                     "fills": len(self._fills), "positions": positions}
@@ -483,9 +478,6 @@ class SmartApiBroker(PositionBook):
         with self._lock:
             order = self._orders.get(order_id)
             return dataclasses.replace(order) if order else None
-
-    def lot_size(self, token: str, exchange_type: int) -> int | None:
-        return self.instruments.lot_size(token, exchange_type) if self.instruments is not None else None
 
     def add_fill_listener(self, listener: Callable[[Fill], object]) -> None:
         """Call ``listener(fill)`` after every fill, on the order-update (or reconcile) thread."""
@@ -782,7 +774,7 @@ class SmartApiBroker(PositionBook):
                     self._send_state[order.order_id] = "sent"
             self._journal(source, order=_order_record(new), payload=data,
                                 fill=dataclasses.asdict(fill) if fill else None,
-                                position=_position_record(moved) if fill else None)
+                                position=position_record(moved) if fill else None)
             with self._lock:
                 self._commit_locked(new)
                 if fill is not None:
@@ -994,14 +986,14 @@ class SmartApiBroker(PositionBook):
                     if in_flight:
                         self._position_check_wanted.set()
                         continue
-                    moved = _Instrument(token, exchange_type)
+                    moved = InstrumentState(token, exchange_type)
                     moved.qty, moved.avg_price = qty, (avg if qty else 0.0)
                     moved.realized_pnl = realised if adopt_realized else inst.realized_pnl
                     adopted.append((inst, moved))
             for inst, moved in adopted:
                 self._journal("position_adopted", payload={"token": moved.token, "exchange_type": moved.exchange_type,
                                                            "kit_qty": inst.qty, "broker_qty": moved.qty},
-                              position=_position_record(moved))
+                              position=position_record(moved))
                 with self._lock:
                     inst.qty, inst.avg_price, inst.realized_pnl = moved.qty, moved.avg_price, moved.realized_pnl
                     inst.has_filled = True
@@ -1035,18 +1027,11 @@ class SmartApiBroker(PositionBook):
         return frame
 
     # ================================================================== positions and P&L
-    def _instrument(self, token: str, exchange_type: int) -> _Instrument:
-        by_exchange = self._instruments.setdefault(token, {})
-        inst = by_exchange.get(exchange_type)
-        if inst is None:
-            inst = by_exchange[exchange_type] = _Instrument(token, exchange_type)
-        return inst
-
     def orders_df(self) -> "pandas.DataFrame":
         """One row per order, columns ``LIVE_ORDER_COLUMNS``."""
         with self._lock:
             rows = [dataclasses.astuple(o) for o in self._orders.values()]
-        return _frame(rows, LIVE_ORDER_COLUMNS)
+        return frame(rows, LIVE_ORDER_COLUMNS)
 
     # ================================================================== measurements
     def latency_summary(self, unit: str = "us") -> "pandas.DataFrame":

@@ -56,16 +56,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import operator
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from kit.broker.book import (MARK_JUMP, MARK_LOW, InstrumentState, PositionBook, frame, position_record,
+                             restore_fills_and_positions)
+from kit.broker.rules import DEFAULT_PRICE_COLLAR
 from kit.core.listeners import Listeners
-from kit.broker.rules import DEFAULT_PRICE_COLLAR, instrument_problem, price_problem, shape_problem
+from kit.core.orders import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, ORDER_COLUMNS, POSITION_COLUMNS,
+                             REJECTED, Fill, Order, Position, fill_row, order_row)
 from kit.core.strategy import BUY, LIMIT, MARKET
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,84 +77,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from kit.core.strategy import Signal
     from kit.core.tick import Tick
 
+# The order types, their statuses and columns are kit.core.orders'; paper trading is where most code meets them.
+__all__ = ["PaperBroker", "Order", "Fill", "Position", "OPEN", "COMPLETE", "CANCELLED", "REJECTED", "NO_FILLS",
+           "ORDER_COLUMNS", "FILL_COLUMNS", "POSITION_COLUMNS"]
+
 log = logging.getLogger(__name__)
 
-# Order statuses, spelled as Angel One's order book spells them (upper-cased).
-OPEN, COMPLETE, CANCELLED, REJECTED = "OPEN", "COMPLETE", "CANCELLED", "REJECTED"
+# The name tests/test_paper_journal.py imports; remove once it imports InstrumentState from kit.broker.book.
+_Instrument = InstrumentState
 
-# What on_tick returns when nothing filled: one shared immutable empty tuple, so
-# the tick path allocates nothing for instruments without pending orders.
-NO_FILLS: tuple = ()
-
-
-@dataclass(slots=True)
-class Order:
-    """One order as the broker knows it; the broker hands out copies.
-
-    ``submit_ns`` is wall-clock epoch nanoseconds; ``tick_seq`` is the
-    sequence number of the tick the signal answered. ``filled_qty`` and
-    ``avg_price`` are 0 until the order fills. ``status_message`` says why an
-    order was rejected.
-    """
-    order_id: str
-    token: str
-    exchange_type: int
-    side: str
-    qty: int
-    order_type: str
-    limit_price: float | None
-    status: str
-    filled_qty: int
-    avg_price: float
-    reason: str
-    submit_ns: int
-    tick_seq: int
-    tag: str = ""
-    status_message: str = ""
-
-
-@dataclass(slots=True, frozen=True)
-class Fill:
-    """One execution: ``qty`` units of ``order_id`` at ``price`` rupees.
-
-    ``fill_ns`` is wall-clock epoch nanoseconds; ``tick_seq`` is the sequence
-    number of the tick that filled it.
-    """
-    order_id: str
-    token: str
-    exchange_type: int
-    side: str
-    qty: int
-    price: float
-    fill_ns: int
-    tick_seq: int
-
-
-@dataclass(slots=True, frozen=True)
-class Position:
-    """A snapshot of one instrument's position, P&L in rupees.
-
-    ``qty`` is signed (+ long, - short); ``avg_price`` is the average entry
-    price of the open quantity (0.0 when flat).
-    """
-    token: str
-    exchange_type: int
-    qty: int
-    avg_price: float
-    last_price: float
-    realized_pnl: float
-    unrealized_pnl: float
-    total_pnl: float
-
-
-ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
-FILL_COLUMNS = [f.name for f in dataclasses.fields(Fill)]
-POSITION_COLUMNS = [f.name for f in dataclasses.fields(Position)]
-# Row getters for the tables: a C-level attrgetter is ~30x faster than
-# dataclasses.astuple, which matters because order rows are read under the lock.
-_order_row = operator.attrgetter(*ORDER_COLUMNS)
-_fill_row = operator.attrgetter(*FILL_COLUMNS)
-_position_row = operator.attrgetter(*POSITION_COLUMNS)
 # A paper order's id: "P" and a zero-padded counter that a restored broker continues.
 _PAPER_ID = re.compile(r"P(\d+)")
 
@@ -169,118 +101,9 @@ class _Working:
         self.resting = False
 
 
-# A tick whose price is outside [last / MARK_JUMP, last * MARK_JUMP] is not believed at once:
-# it moves the P&L mark only after MARK_CONFIRMATIONS more ticks agree with it (a real re-pricing).
-MARK_JUMP = 2.0
-MARK_CONFIRMATIONS = 3
-_MARK_LOW = 1.0 / MARK_JUMP
-
-
-class _Instrument:
-    """The broker's mutable state for one (exchange type, token)."""
-    __slots__ = ("token", "exchange_type", "qty", "avg_price", "last_price",
-                 "realized_pnl", "has_filled", "pending", "open_buy", "open_sell", "band",
-                 "suspect", "suspect_count")
-
-    def __init__(self, token: str, exchange_type: int):
-        self.token = token
-        self.exchange_type = exchange_type
-        self.qty = 0
-        self.avg_price = 0.0
-        self.last_price = 0.0
-        self.realized_pnl = 0.0
-        # Positions are reported only once something filled, not merely ordered.
-        self.has_filled = False
-        self.pending: list[_Working] = []
-        # Unfilled units of this instrument's active orders, kept as orders change: risk reads
-        # the exposure in O(1) instead of scanning every open order.
-        self.open_buy = 0
-        self.open_sell = 0
-        self.band: tuple[float, float] | None = None     # (lower, upper) circuit from SNAP_QUOTE ticks
-        self.suspect = 0.0          # a price far from the mark, waiting for confirmation
-        self.suspect_count = 0
-
-    def apply_fill(self, side: str, qty: int, price: float) -> None:
-        """Move the position by one fill, realizing P&L on the closed part."""
-        signed = qty if side == BUY else -qty
-        if self.qty == 0 or (self.qty > 0) == (signed > 0):
-            # Opening or adding: the average is weighted by quantity.
-            held = abs(self.qty)
-            self.avg_price = (self.avg_price * held + price * qty) / (held + qty)
-            self.qty += signed
-        else:
-            closed = min(qty, abs(self.qty))
-            direction = 1 if self.qty > 0 else -1
-            self.realized_pnl += (price - self.avg_price) * closed * direction
-            self.qty += signed
-            if self.qty == 0:
-                self.avg_price = 0.0
-            elif qty > closed:
-                # Flipped through flat: the remainder is a new position at this price.
-                self.avg_price = price
-        self.has_filled = True
-
-    def add_open(self, side: str, units: int) -> None:
-        """``units`` more (or, negative, fewer) unfilled units on this instrument's active orders."""
-        if side == BUY:
-            self.open_buy += units
-        else:
-            self.open_sell += units
-
-    def mark(self, tick: "Tick") -> bool:
-        """Take ``tick.ltp`` as the P&L mark if it is plausible; False (mark unchanged) if not.
-
-        Refused: NaN, inf, zero or negative prices, a price outside the
-        circuit band of the last SNAP_QUOTE, and a price more than MARK_JUMP×
-        away from the last good one until MARK_CONFIRMATIONS more ticks agree.
-        """
-        ltp = tick.ltp
-        quote = tick.quote
-        if quote is not None and quote.upper_circuit:
-            self.band = (quote.lower_circuit or 0.0, quote.upper_circuit)
-        if not (0.0 < ltp < math.inf):
-            return False
-        band = self.band
-        if band is not None and not band[0] <= ltp <= band[1]:
-            return False
-        last = self.last_price
-        if last == 0.0 or last / MARK_JUMP <= ltp <= last * MARK_JUMP:
-            self.last_price = ltp
-            self.suspect_count = 0
-            return True
-        suspect = self.suspect
-        if self.suspect_count and suspect / 1.05 <= ltp <= suspect * 1.05:
-            self.suspect_count += 1
-            if self.suspect_count > MARK_CONFIRMATIONS:
-                self.last_price, self.suspect_count = ltp, 0
-                return True
-        else:
-            self.suspect, self.suspect_count = ltp, 1
-        return False
-
-    def after_fill(self, side: str, qty: int, price: float) -> "_Instrument":
-        """A copy of this position moved by one fill; ``self`` is unchanged (journal it, then adopt it)."""
-        moved = _Instrument(self.token, self.exchange_type)
-        moved.qty, moved.avg_price, moved.realized_pnl = self.qty, self.avg_price, self.realized_pnl
-        moved.apply_fill(side, qty, price)
-        return moved
-
-    def snapshot(self) -> Position:
-        unrealized = (self.last_price - self.avg_price) * self.qty if self.qty else 0.0
-        return Position(self.token, self.exchange_type, self.qty, self.avg_price,
-                        self.last_price, self.realized_pnl, unrealized,
-                        self.realized_pnl + unrealized)
-
-
-def _position_record(inst: _Instrument) -> dict:
-    """The journal's ``position`` row of an instrument."""
-    return {"exchange_type": inst.exchange_type, "token": inst.token, "qty": inst.qty,
-            "avg_price": inst.avg_price, "realized_pnl": inst.realized_pnl}
-
-
 def _paper_order_record(order: Order) -> dict:
     """The journal's ``order`` row of a paper order: its own id is its client id."""
-    record = dict(zip(ORDER_COLUMNS, _order_row(order)))
+    record = dict(zip(ORDER_COLUMNS, order_row(order)))
     record["client_id"] = order.order_id
     return record
 
@@ -295,124 +118,6 @@ def _fill_price(working: _Working, ltp: float) -> float | None:
     if not crossed:
         return None
     return limit if working.resting else ltp
-
-
-class PositionBook:
-    """Positions, P&L and the fill/position tables, shared by the paper and the live broker.
-
-    A broker using it keeps ``self._lock``, ``self._fills`` (a list of ``Fill``)
-    and ``self._instruments`` (token -> exchange type -> ``_Instrument``).
-    """
-
-    def _restore_fills_and_positions(self, journal) -> int:
-        """Fills and positions as ``journal`` last recorded them; returns how many positions.
-
-        Instruments are created with ``_instrument``, which the broker provides.
-        """
-        fill_names = set(FILL_COLUMNS)
-        self._fills = [Fill(**{k: v for k, v in f.items() if k in fill_names}) for f in journal.fills()]
-        last_fill = {(f.exchange_type, f.token): f.price for f in self._fills}
-        positions = journal.positions()
-        for p in positions:
-            instrument = self._instrument(p["token"], p["exchange_type"])
-            instrument.qty, instrument.avg_price = p["qty"], p["avg_price"]
-            instrument.realized_pnl = p["realized_pnl"]
-            # Marked at its last fill until a tick brings a price: 0.0 would show the whole position as lost.
-            instrument.last_price = last_fill.get((instrument.exchange_type, instrument.token), 0.0)
-            instrument.has_filled = True
-        return len(positions)
-
-    def exposure(self, token: str, exchange_type: int) -> int:
-        """Signed units held plus the unfilled units of active orders in this instrument (O(1))."""
-        by_exchange = self._instruments.get(token)
-        inst = by_exchange.get(exchange_type) if by_exchange else None
-        if inst is None:
-            return 0
-        with self._lock:
-            return inst.qty + inst.open_buy - inst.open_sell
-
-    def last_price(self, token: str, exchange_type: int) -> float:
-        """The last plausible price seen for this instrument (0.0: none yet)."""
-        by_exchange = self._instruments.get(token)
-        inst = by_exchange.get(exchange_type) if by_exchange else None
-        return inst.last_price if inst is not None else 0.0
-
-    def _admission_problem(self, token, exchange_type, side, qty, order_type, limit_price, tick) -> str:
-        """Why this order may not be accepted ("" if it may): the rules live and paper share."""
-        problem = shape_problem(side, qty, order_type, limit_price)
-        if problem:
-            return problem
-        if self.instruments is not None:
-            problem = instrument_problem(token, exchange_type, qty, order_type, limit_price,
-                                         self.instruments.get(token, exchange_type))
-            if problem:
-                return problem
-        if order_type == LIMIT:
-            by_exchange = self._instruments.get(token)
-            inst = by_exchange.get(exchange_type) if by_exchange else None
-            last, band = (inst.last_price, inst.band) if inst is not None else (0.0, None)
-            if (not last and tick is not None and tick.token == token and tick.exchange_type == exchange_type
-                    and 0.0 < tick.ltp < math.inf):
-                last = tick.ltp
-            if tick is not None and tick.quote is not None and tick.token == token \
-                    and tick.exchange_type == exchange_type and tick.quote.upper_circuit:
-                band = (tick.quote.lower_circuit or 0.0, tick.quote.upper_circuit)
-            return price_problem(limit_price, last, band, self.price_collar, need_price=self.live)
-        return ""
-
-    def _snapshots(self) -> list[Position]:
-        with self._lock:
-            return [instrument.snapshot()
-                    for by_exchange in self._instruments.values()
-                    for instrument in by_exchange.values() if instrument.has_filled]
-
-    def position(self, token: str, exchange_type: int | None = None) -> Position | None:
-        """The position in ``token`` (None if nothing ever filled there).
-
-        ``exchange_type`` may be left out when the token has traded on one
-        exchange only; otherwise it is a ValueError, since token numbers are
-        per exchange.
-        """
-        with self._lock:
-            by_exchange = self._instruments.get(token, {})
-            traded = [i for i in by_exchange.values() if i.has_filled
-                      and (exchange_type is None or i.exchange_type == exchange_type)]
-            if len(traded) > 1:
-                raise ValueError(f"token {token!r} traded on exchange types "
-                                 f"{sorted(i.exchange_type for i in traded)}; pass exchange_type")
-            return traded[0].snapshot() if traded else None
-
-    @property
-    def positions(self) -> dict[tuple[int, str], Position]:
-        """Every traded instrument's position, keyed by (exchange type, token)."""
-        return {(p.exchange_type, p.token): p for p in self._snapshots()}
-
-    def pnl(self) -> dict[str, float]:
-        """Realized, unrealized and total P&L over all positions, in rupees.
-
-        Risk reads it for every signal under a daily-loss limit, so it sums in
-        place rather than building a snapshot per instrument.
-        """
-        realized = unrealized = 0.0
-        with self._lock:
-            for by_exchange in self._instruments.values():
-                for inst in by_exchange.values():
-                    realized += inst.realized_pnl
-                    if inst.qty:
-                        unrealized += (inst.last_price - inst.avg_price) * inst.qty
-        return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
-
-    def fills_df(self) -> "pandas.DataFrame":
-        """One row per fill, oldest first, columns ``FILL_COLUMNS``."""
-        with self._lock:
-            fills = list(self._fills)   # Fill is immutable: copying the list is the snapshot
-        return _frame([_fill_row(f) for f in fills], FILL_COLUMNS)
-
-    def positions_df(self) -> "pandas.DataFrame":
-        """One row per traded instrument, columns ``POSITION_COLUMNS``."""
-        # By instrument, not by first sight: the same book lists the same way after a restore.
-        snapshots = sorted(self._snapshots(), key=lambda p: (p.exchange_type, p.token))
-        return _frame([_position_row(p) for p in snapshots], POSITION_COLUMNS)
 
 
 class PaperBroker(PositionBook):
@@ -444,7 +149,7 @@ class PaperBroker(PositionBook):
         self._lock = threading.Lock()
         # token -> exchange type -> state. Nested rather than keyed by a
         # (exchange type, token) tuple so the tick path builds no tuple to look up.
-        self._instruments: dict[str, dict[int, _Instrument]] = {}
+        self._instruments: dict[str, dict[int, InstrumentState]] = {}
         self._orders: dict[str, Order] = {}
         self._fills: list[Fill] = []
         self._order_count = 0
@@ -477,7 +182,7 @@ class PaperBroker(PositionBook):
                 working.resting = True
                 instrument.pending.append(working)
                 instrument.add_open(order.side, order.qty)
-        positions = self._restore_fills_and_positions(self.journal)
+        positions = restore_fills_and_positions(self.journal, self._fills, self._instrument)
         restored = {"orders": len(self._orders),
                     "active": sum(o.status == OPEN for o in self._orders.values()),
                     "fills": len(self._fills), "positions": positions}
@@ -530,9 +235,9 @@ class PaperBroker(PositionBook):
             with self._lock:
                 instrument = self._instrument(tick.token, tick.exchange_type)
         # The common case inline (a replay runs this a million times a second): no quote, no band,
-        # a price within MARK_JUMP of the last one. Anything else is judged by _Instrument.mark.
+        # a price within MARK_JUMP of the last one. Anything else is judged by InstrumentState.mark.
         ltp, last = tick.ltp, instrument.last_price
-        if tick.quote is None and instrument.band is None and last * _MARK_LOW <= ltp <= last * MARK_JUMP \
+        if tick.quote is None and instrument.band is None and last * MARK_LOW <= ltp <= last * MARK_JUMP \
                 and last != 0.0:
             instrument.last_price = ltp
             if instrument.suspect_count:
@@ -554,7 +259,7 @@ class PaperBroker(PositionBook):
                     log.exception("fill listener %r failed on %s", listener, fill)
         return fills
 
-    def _match(self, instrument: _Instrument, tick: "Tick") -> tuple[Fill, ...]:
+    def _match(self, instrument: InstrumentState, tick: "Tick") -> tuple[Fill, ...]:
         """Fill what this tick reaches; the caller holds the lock."""
         fills = []
         still_pending = []
@@ -584,7 +289,7 @@ class PaperBroker(PositionBook):
         self._fills.extend(fills)
         return tuple(fills)
 
-    def _journal_fill(self, instrument: _Instrument, order: Order, fill: Fill) -> bool:
+    def _journal_fill(self, instrument: InstrumentState, order: Order, fill: Fill) -> bool:
         """Commit a fill: the order COMPLETE, the fill and the moved position, in one transaction.
 
         False if the journal refused it. A fill it did not record did not
@@ -594,8 +299,8 @@ class PaperBroker(PositionBook):
         done = dataclasses.replace(order, status=COMPLETE, filled_qty=order.qty, avg_price=fill.price)
         try:
             self._record("paper_fill", order=_paper_order_record(done),
-                         fill=dict(zip(FILL_COLUMNS, _fill_row(fill))),
-                         position=_position_record(instrument.after_fill(order.side, order.qty, fill.price)))
+                         fill=dict(zip(FILL_COLUMNS, fill_row(fill))),
+                         position=position_record(instrument.after_fill(order.side, order.qty, fill.price)))
         except Exception:
             log.exception("paper order %s: the journal did not record its fill; it stays open", order.order_id)
             return False
@@ -642,14 +347,6 @@ class PaperBroker(PositionBook):
                 instrument.add_open(order.side, order.qty)
             return dataclasses.replace(order)
 
-    def _instrument(self, token: str, exchange_type: int) -> _Instrument:
-        """The state for an instrument, created on first use; the caller holds the lock."""
-        by_exchange = self._instruments.setdefault(token, {})
-        instrument = by_exchange.get(exchange_type)
-        if instrument is None:
-            instrument = by_exchange[exchange_type] = _Instrument(token, exchange_type)
-        return instrument
-
     def cancel(self, order_id: str) -> bool:
         """Cancel an open order. False if it is unknown or no longer open."""
         with self._lock:
@@ -695,9 +392,6 @@ class PaperBroker(PositionBook):
                                                  position.exchange_type, reason), None))
         return orders
 
-    def lot_size(self, token: str, exchange_type: int) -> int | None:
-        return self.instruments.lot_size(token, exchange_type) if self.instruments is not None else None
-
     def open_orders(self) -> list[Order]:
         """Copies of the orders still waiting for a fill, oldest first."""
         with self._lock:
@@ -719,12 +413,5 @@ class PaperBroker(PositionBook):
     def orders_df(self) -> "pandas.DataFrame":
         """One row per order ever submitted, columns ``ORDER_COLUMNS``."""
         with self._lock:
-            rows = [_order_row(o) for o in self._orders.values()]
-        return _frame(rows, ORDER_COLUMNS)
-
-
-
-def _frame(rows: list[tuple], columns: list[str]) -> "pandas.DataFrame":
-    # Imported here so the tick path never pays for importing pandas.
-    import pandas
-    return pandas.DataFrame.from_records(rows, columns=columns)
+            rows = [order_row(o) for o in self._orders.values()]
+        return frame(rows, ORDER_COLUMNS)
