@@ -20,13 +20,13 @@ Each numbered defect below has a test in ``tests/test_sdk_adapter.py``.
    ``resubscribe()``). ``KitWebSocketV2`` keeps it per instance, copies the
    lists, and unsubscribes by removing tokens.
 5. ``_on_error`` sleeps and recurses into ``connect()`` on the socket thread
-   and drops subscriptions. Here it only reports; ``kit.feed.live`` reconnects.
+   and drops subscriptions. Here it only reports; ``kit.angel.stream`` reconnects.
 6. ``_on_close`` has the wrong arity for websocket-client 1.x, so a clean
    close became an error and a reconnect. Fixed arity.
 7. Text frames (JSON error frames, text ``pong``) never reach the user.
    ``_on_data`` routes them to ``on_text``.
 8. Only protocol pings are sent; Angel One documents a text ``ping``.
-   ``send_heartbeat()`` sends it (``kit.feed.live`` schedules it).
+   ``send_heartbeat()`` sends it (``kit.angel.stream`` schedules it).
 9. TLS verification is off and urllib3 warnings are silenced globally.
    ``wss://`` URLs are verified; the global warning filters are restored.
 10. Closing from another thread: websocket-client's ``WebSocketApp.close()``
@@ -47,7 +47,7 @@ And one in websocket-client (1.9), which the SDK runs on:
 ``KitOrderUpdateSocket`` contains them:
 
 12. Closing it reconnects: ``on_close`` calls ``retry_connect()``. Here a
-    close is only reported; ``kit.angel.order_updates`` decides about reconnects.
+    close is only reported; ``kit.angel.stream`` decides about reconnects.
 13. ``retry_connect()`` sleeps ``RETRY_DELAY_SECONDS`` (10 s) on the socket
     thread, recurses into ``connect()``, keeps its attempt counter on the
     class and never resets it, and retries a refused token (HTTP 401) too.
@@ -546,12 +546,27 @@ class _ClosesCleanly:
     _close_sent = None        # the socket whose close frame is out
     connect_timeout: float | None = 10.0
 
+    def is_open(self) -> bool:
+        """True while a connection is open (the upgrade succeeded and nothing closed it yet)."""
+        app = self.wsapp
+        sock = app.sock if app is not None else None
+        return sock is not None and sock.connected
+
+    def abort(self) -> bool:
+        """Drop the open connection at once, as a network failure would: no close frame, the
+        reading thread wakes with EOF and ``connect()`` returns. False if none was open."""
+        app = self.wsapp
+        sock = app.sock if app is not None else None
+        if sock is None or not sock.connected:
+            return False
+        sock.abort()   # shutdown(SHUT_RDWR); the socket thread closes the descriptor
+        return True
+
     def send_heartbeat(self) -> bool:
         """Angel One's text ``ping`` (8; the server answers text ``pong``). Both sockets document it."""
-        app = self.wsapp
         try:
-            if app is not None and app.sock is not None and app.sock.connected:
-                app.send("ping")
+            if self.is_open():
+                self.wsapp.send("ping")
                 return True
         except Exception as exc:  # a dying socket: the read loop will report it
             log.debug("heartbeat not sent: %s", exc)
@@ -715,11 +730,19 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         """{mode: {exchange_type: [tokens]}} as currently requested (a copy)."""
         return copy.deepcopy(self.input_request_dict)
 
-    # ---- 5, 6, 9: connection lifecycle, owned by kit.feed.live
+    def has_subscriptions(self) -> bool:
+        """True if any token is on record (sent, or to be restored when the socket opens)."""
+        return bool(self.input_request_dict)
+
+    # ---- 5, 6, 9: connection lifecycle, owned by kit.angel.stream
     def connect(self):
-        """Connect and block, dispatching frames, until the socket closes. Never reconnects."""
+        """Connect and block, dispatching frames, until the socket closes. Never reconnects.
+
+        Whatever is on record from earlier connections is subscribed again once the socket opens.
+        """
         headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
                    "x-client-code": self.client_code, "x-feed-token": self.feed_token}
+        self.RESUBSCRIBE_FLAG = bool(self.input_request_dict)
         app_class = _ReadAheadApp if self.read_ahead and _ReadAheadApp else websocket.WebSocketApp
         self.wsapp = app_class(
             self.ROOT_URI, on_open=self._on_open, on_error=self._on_error,
@@ -820,7 +843,7 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
         self.on_update = self.on_text = None
         self.on_connect = self.on_disconnect = self.on_socket_error = None
 
-    # ---- 10, 11, 13: connection lifecycle, owned by kit.angel.order_updates
+    # ---- 10, 11, 13: connection lifecycle, owned by kit.angel.stream
     def connect(self):
         """Connect and block, dispatching frames, until the socket closes. Never reconnects."""
         headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pyotp
 from dotenv import dotenv_values
 
-from kit.feed.live import FeedCredentials
+from kit.angel.stream import FeedCredentials
 from kit.angel.sdk import SmartApiError, register_secret, smart_connect  # noqa: F401 (SmartApiError: login raises it)
 
 ENV_NAMES = {
