@@ -67,7 +67,7 @@ from kit.broker.rules import DEFAULT_PRICE_COLLAR
 from kit.core.listeners import Listeners
 from kit.core.orders import (CANCELLED, COMPLETE, FILL_COLUMNS, NO_FILLS, OPEN, ORDER_COLUMNS, POSITION_COLUMNS,
                              REJECTED, Fill, Order, Position, fill_row, order_row)
-from kit.core.strategy import BUY, LIMIT, MARKET
+from kit.core.strategy import BUY, MARKET
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
