@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
-from collections import deque
 from datetime import date, datetime, timedelta
 
 import pandas as pd
 import requests
 
 from kit.core.market import IST_ZONE
+from kit.core.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -59,46 +58,9 @@ class HistoryError(RuntimeError):
     """getCandleData refused a request, or kept failing after every retry."""
 
 
-class RateLimiter:
-    """Blocks in ``wait()`` so that no window ``(count, seconds)`` sees more than ``count`` calls. Thread-safe.
-
-        limiter = RateLimiter([(3, 1.05)])
-        limiter.wait()          # returns at once for the first three calls, then paces
-    """
-
-    def __init__(self, windows, *, clock=time.monotonic, sleep=time.sleep):
-        self.windows = [(int(n), float(s)) for n, s in windows]
-        if not self.windows or any(n < 1 or s <= 0 for n, s in self.windows):
-            raise ValueError("windows must be (count >= 1, seconds > 0) pairs")
-        self._clock, self._sleep = clock, sleep
-        self._calls: deque[float] = deque(maxlen=max(n for n, _ in self.windows))
-        self._lock = threading.Lock()
-
-    def wait(self) -> float:
-        """Wait until a call is allowed, record it, and return how long it waited."""
-        waited = 0.0
-        with self._lock:    # held while sleeping: callers queue up in order
-            while True:
-                now = self._clock()
-                delay = 0.0
-                for count, seconds in self.windows:
-                    if len(self._calls) >= count:
-                        delay = max(delay, self._calls[-count] + seconds - now)
-                if delay <= 0:
-                    self._calls.append(now)
-                    return waited
-                self._sleep(delay)
-                waited += delay
-
-    @property
-    def calls(self) -> list[float]:
-        """When the recent calls were allowed (clock values), oldest first."""
-        return list(self._calls)
-
-
 # The server counts arrivals; a 5% margin keeps network jitter from pushing a fourth
 # request into the same second. Shared by every history() call in the process.
-CANDLE_LIMITER = RateLimiter([(3, 1.05), (500, 60.0), (5000, 3600.0)])
+CANDLE_LIMITER = RateLimiter(((3, 1.05), (500, 60.0), (5000, 3600.0)))
 
 
 def chunks(start: datetime, end: datetime, interval: str) -> list[tuple[datetime, datetime]]:

@@ -1,4 +1,5 @@
-"""One sliding-window rate limiter, for every limit the kit keeps (order pacing, risk caps).
+"""One sliding-window rate limiter, for every limit the kit keeps or meets (order pacing,
+risk caps, historical-candle requests, the simulator's REST limits).
 
 Several windows at once (Angel One counts orders per second, per minute and
 per hour); each window is a deque of the times it admitted, so a check costs
@@ -29,6 +30,8 @@ class RateLimiter:
     def __init__(self, limits=EXCHANGE_ORDER_LIMITS, *, margin: float = 0.0, monotonic=time.monotonic,
                  sleep=time.sleep):
         self.limits = tuple((int(count), float(window) + margin) for count, window in limits)
+        if not self.limits or any(count < 1 or window <= 0 for count, window in self.limits):
+            raise ValueError(f"limits must be (count >= 1, seconds > 0) pairs, not {limits!r}")
         self._times = [deque() for _ in self.limits]
         self._monotonic, self._sleep = monotonic, sleep
         self._lock = threading.Lock()

@@ -17,12 +17,12 @@ import json
 import logging
 import secrets
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyotp
+
+from kit.core.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class RestSimulator:
         self.credentials = credentials or RestCredentials()
         self.host, self._port = host, port
         self._routes: dict[tuple[str, str], tuple] = {}
-        self._limits: dict[str, tuple[int, float]] = {}
-        self._hits: dict[str, deque] = {}
+        self._limits: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -105,7 +104,7 @@ class RestSimulator:
 
     def limit(self, path: str, count: int, per_seconds: float) -> None:
         """At most ``count`` requests to ``path`` per ``per_seconds`` (sliding window), as Angel One enforces."""
-        self._limits[path] = (count, per_seconds)
+        self._limits[path] = RateLimiter(((count, per_seconds),))
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -156,19 +155,12 @@ class RestSimulator:
 
     # ------------------------------------------------------------------ request handling
     def _rate_limited(self, path: str) -> bool:
-        if path not in self._limits:
+        limiter = self._limits.get(path)
+        if limiter is None or limiter.try_acquire():
             return False
-        count, window = self._limits[path]
-        now = time.monotonic()
         with self._lock:
-            hits = self._hits.setdefault(path, deque())
-            while hits and now - hits[0] >= window:
-                hits.popleft()
-            if len(hits) >= count:
-                self.rate_limited[path] = self.rate_limited.get(path, 0) + 1
-                return True
-            hits.append(now)
-            return False
+            self.rate_limited[path] = self.rate_limited.get(path, 0) + 1
+        return True
 
     def _handle(self, http, method: str) -> None:
         path = http.path.split("?", 1)[0]
