@@ -22,6 +22,7 @@ import threading
 import time
 from time import perf_counter_ns
 
+from kit.angel.sdk import is_rate_limit_error
 from kit.broker.order_state import LiveBook, LiveOrder, order_record
 from kit.core.orders import ACTIVE, CANCELLED, OPEN, PENDING, REJECTED
 from kit.core.ratelimit import RateLimiter
@@ -30,10 +31,6 @@ from kit.core.strategy import LIMIT
 log = logging.getLogger("kit.broker.live")     # one logger for the live broker, whichever part speaks
 
 ATTEMPTS = 5        # rate-limit answers in a row before a request is given up
-
-
-def is_rate_limit_error(exc: BaseException) -> bool:
-    return "exceeding access rate" in str(exc)
 
 
 def never_sent(exc: BaseException) -> bool:
