@@ -37,11 +37,17 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from kit.broker.base import Broker
 from kit.broker.gate import TradingGate
 from kit.core.market import IST, TRADING_DAYS, TRADING_HOURS
 from kit.broker.rules import DEFAULT_PRICE_COLLAR, shape_problem
 from kit.core.ratelimit import EXCHANGE_ORDER_LIMITS, RateLimiter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kit.core.strategy import Signal
+    from kit.core.tick import Tick
 
 ENFORCE = ("live", "always", "never")
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -128,7 +134,7 @@ class RiskManager:
     broker's instrument master, by default the broker's own ``lot_size``).
     ``clock`` (epoch seconds) and ``monotonic`` are injectable for tests.
     ``gate`` is shared with the live broker, whose sender checks it again
-    immediately before each request.
+    immediately before each request. ``broker`` is any ``kit.broker.base.Broker``.
     """
 
     def __init__(self, limits: RiskLimits | None = None, *, lot_size=None, clock=time.time,
@@ -155,7 +161,7 @@ class RiskManager:
         self.rejection_log: deque[dict] = deque(maxlen=1000)
 
     # ------------------------------------------------------------------ the check
-    def check(self, signal, tick, broker) -> str | None:
+    def check(self, signal: "Signal", tick: "Tick | None", broker: Broker) -> str | None:
         """None if ``signal`` may go to ``broker``, else the reason it may not. Never raises on a bad signal."""
         with self._lock:
             try:
@@ -170,7 +176,7 @@ class RiskManager:
                                            "qty": getattr(signal, "qty", None), "reason": reason})
             return reason
 
-    def _reason(self, signal, broker) -> str | None:
+    def _reason(self, signal: "Signal", broker: Broker) -> str | None:
         lim = self.limits
         problem = shape_problem(signal.side, signal.qty, signal.order_type, signal.limit_price)
         if problem:
@@ -203,7 +209,7 @@ class RiskManager:
             index, count = full
             unit = self._rate_units[index]
             self._rates_reason = (f"{count} orders in the last {unit}: "
-                                  f"max_orders_per_{unit} {getattr(lim, 'max_orders_per_' + unit)}")
+                                  f"max_orders_per_{unit} {self._rates.limits[index][0]}")
             self._rates_full_until = self._rates.free_at()
             return self._rates_reason
         if lim.max_position_per_token is not None or lim.max_daily_loss is not None:
@@ -228,7 +234,7 @@ class RiskManager:
             self._rates.try_acquire()       # under the risk lock: nothing was counted since full()
         return None
 
-    def _lot(self, signal, broker) -> int | None:
+    def _lot(self, signal: "Signal", broker: Broker) -> int | None:
         resolver = self.lot_size or broker.lot_size
         return resolver(signal.token, signal.exchange_type)
 
