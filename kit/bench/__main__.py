@@ -24,9 +24,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", choices=["rate20", "rate1000", "flood"], help="run only these scenarios")
     args = parser.parse_args(argv)
     results = run(quick=args.quick, out=args.out, rounds=args.rounds, only=args.only)
-    from .report import _md_table, targets_table
+    from .report import md_table, targets_table
     if results["targets"]:
-        print("\n" + _md_table(targets_table(results)))
+        print("\n" + md_table(targets_table(results)))
     print("\n" + "\n".join(f"{k}: {v}" for k, v in results["paths"].items()))
     return 0
 

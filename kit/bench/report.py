@@ -30,7 +30,7 @@ def _us(x) -> str:
     return f"{x / 1000:,.1f} ms" if x >= 10_000 else f"{x:,.1f} µs"
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in df.iterrows():
@@ -123,13 +123,13 @@ def markdown(results: dict) -> str:
     out = [f"# kit.bench — {m['started']}", "",
            f"{m['machine']}; {'quick run' if m['quick'] else 'full run'}; load average "
            f"{m['load_start']} at start, {m['load_end']} at end; {m['elapsed_s']:.0f} s.", "",
-           "## Targets", "", _md_table(targets_table(results)), "",
-           "## The seed's claims", "", _md_table(seed_table(results)), ""]
+           "## Targets", "", md_table(targets_table(results)), "",
+           "## The seed's claims", "", md_table(seed_table(results)), ""]
     for key, sc in results["scenarios"].items():
         out += [f"## {sc['title']}", "", f"{sc['offered']} over {sc['tokens']} token(s), {sc['rounds']} round(s)."]
         out += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
-        out += [_md_table(flood_table(sc) if sc["flood_per_token"] else modes_table(sc)), ""]
-    out += ["## Parser (µs per packet, best of several passes)", "", _md_table(parser_table(results["parser"])), ""]
+        out += [md_table(flood_table(sc) if sc["flood_per_token"] else modes_table(sc)), ""]
+    out += ["## Parser (µs per packet, best of several passes)", "", md_table(parser_table(results["parser"])), ""]
     rp = results["read_path"]
     out += ["## Socket read path (websocket-client, CPU µs per LTP frame)", "",
             f"plain {rp['plain_us']:.2f} µs, with the kit's read-ahead {rp['read_ahead_us']:.2f} µs "
