@@ -385,16 +385,7 @@ class SmartApiBroker(PositionBook):
         return self.reconciler.broker_positions()
 
     def latency_summary(self, unit: str = "us") -> "pandas.DataFrame":
-        """p50 / p90 / p99 / max per stage of the orders this session sent.
-
-        submit_call     inside ``submit()``, on the tick thread
-        queue           ``submit()`` returned -> sender thread picked it up
-        journal         the intent's durable commit (fsync)
-        rest            ``placeOrderFullResponse`` round trip
-        submit_to_ack   ``submit()`` -> the exchange's order id
-        submit_to_update ``submit()`` -> the first order-update frame for it
-        submit_to_fill  ``submit()`` -> the update that completed it
-        """
+        """p50 / p90 / p99 / max per stage (``kit.broker.timings.STAGES``) of the orders this session sent."""
         return latency_table(list(self.book.timing.values()), unit)
 
     def __repr__(self) -> str:

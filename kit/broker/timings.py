@@ -13,10 +13,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
 # Each stage of latency_table: (from stamp, to stamp).
-STAGES = {"submit_call": ("submit", "queued"), "queue": ("queued", "dequeued"),
-          "journal": ("dequeued", "journaled"), "rest": ("sent", "acked"),
-          "submit_to_ack": ("submit", "acked"), "submit_to_update": ("submit", "first_update"),
-          "submit_to_fill": ("submit", "filled")}
+STAGES = {
+    "submit_call": ("submit", "queued"),             # inside submit(), on the tick thread
+    "queue": ("queued", "dequeued"),                 # submit() returned -> the sender thread picked it up
+    "journal": ("dequeued", "journaled"),            # the intent's durable commit (fsync)
+    "rest": ("sent", "acked"),                       # placeOrderFullResponse's round trip
+    "submit_to_ack": ("submit", "acked"),            # submit() -> the exchange's order id
+    "submit_to_update": ("submit", "first_update"),  # submit() -> the first order-update frame for it
+    "submit_to_fill": ("submit", "filled"),          # submit() -> the update that completed it
+}
 
 
 class Timing:
