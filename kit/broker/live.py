@@ -90,6 +90,7 @@ class SmartApiBroker(PositionBook):
     variety = _OnPart("book")
     duration = _OnPart("book")
     journal_error = _OnPart("book")              # why the journal failed ("" while it has not)
+    pacer = _OnPart("sender")                    # the RateLimiter every order request waits for
     reconcile_interval = _OnPart("reconciler")
     lost_order_grace = _OnPart("reconciler")
     position_check_interval = _OnPart("reconciler")
@@ -109,13 +110,12 @@ class SmartApiBroker(PositionBook):
             self.gate.close("disarmed", "live trading is not armed")
         self.price_collar = price_collar
         self.max_queued = max_queued
-        # Widened windows: the exchange counts arrivals, and latency varies from request to request.
-        self.pacer = pacer or RateLimiter(EXCHANGE_ORDER_LIMITS, margin=0.25)
         self.trader_name = name
         self._clock_ns = clock_ns
         self.book = book = LiveBook(journal, self.gate, clock_ns=clock_ns, product=product, variety=variety,
                                     duration=duration)
-        self.sender = OrderSender(book, self.pacer)
+        # Widened windows: the exchange counts arrivals, and latency varies from request to request.
+        self.sender = OrderSender(book, pacer or RateLimiter(EXCHANGE_ORDER_LIMITS, margin=0.25))
         self.reconciler = Reconciler(book, reconcile_interval=reconcile_interval, lost_order_grace=lost_order_grace,
                                      position_check_interval=position_check_interval)
         # PositionBook's state is the shared book's: the same lock, instruments and fills.
