@@ -90,7 +90,7 @@ And one more in ``SmartConnect``:
     raise ``SmartApiError`` with redacted text and no chained original.
 
 Not a defect, a cost: websocket-client spends three system calls per frame
-(an epoll wait, then ``recv`` of the header and of the payload). ``_ReadAhead``
+(an epoll wait, then ``recv`` of the header and of the payload). ``ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
 makes reading an LTP frame ~20 % cheaper in CPU (``python -m kit.bench``
 measures it). ``read_ahead=False`` restores the library's own reads.
@@ -346,6 +346,10 @@ SmartConnect = _smart_connect_module.SmartConnect
 SmartWebSocketV2 = _ws2_module.SmartWebSocketV2
 SmartWebSocketOrderUpdate = _order_update_module.SmartWebSocketOrderUpdate
 
+# The SDK's own binary decoder (packet -> its dict), bound to a client without connection
+# state, which it does not read: what parser="sdk" runs and what kit.bench compares with.
+sdk_parse_binary = SmartWebSocketV2.__new__(SmartWebSocketV2)._parse_binary_data
+
 
 # --------------------------------------------------------------------------- 20. session calls keep their secrets
 class SmartApiError(RuntimeError):
@@ -457,7 +461,7 @@ def is_rate_limit_error(exc: BaseException) -> bool:
 
 
 # --------------------------------------------------------------------------- reading the socket
-class _ReadAhead:
+class ReadAhead:
     """The connected socket, read up to 64 KiB per system call.
 
     websocket-client reads each frame with two ``recv`` calls (header, then
@@ -497,19 +501,19 @@ class _ReadAhead:
 
 
 # websocket-client's TLS read loop asks ``sock.pending()`` before it waits on
-# epoll; run on a ``_ReadAhead`` it serves buffered frames without waiting.
+# epoll; run on a ``ReadAhead`` it serves buffered frames without waiting.
 # (Present since websocket-client 1.x; without it the kit reads as before.)
 _PendingAwareDispatcher = getattr(websocket._app, "SSLDispatcher", None)
 
 
 if _PendingAwareDispatcher is not None:
     class _ReadAheadDispatcher(_PendingAwareDispatcher):
-        """Installs a ``_ReadAhead`` once the handshake is done, then reads as websocket-client does."""
+        """Installs a ``ReadAhead`` once the handshake is done, then reads as websocket-client does."""
 
         def read(self, sock, read_callback, check_callback):
             ws = self.app.sock
-            if ws is not None and ws.sock is not None and not isinstance(ws.sock, _ReadAhead):
-                ws.sock = _ReadAhead(ws.sock)
+            if ws is not None and ws.sock is not None and not isinstance(ws.sock, ReadAhead):
+                ws.sock = ReadAhead(ws.sock)
             return super().read(sock, read_callback, check_callback)
 
     class _ReadAheadApp(websocket.WebSocketApp):
@@ -786,8 +790,9 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
             self.on_disconnect(close_status_code, close_msg)
 
     # ---- 7: every frame, binary and text; the hot path
-    def _decode_with_sdk(self, data, recv_ns):
-        return wire.tick_from_sdk_dict(self._parse_binary_data(data), recv_ns)
+    @staticmethod
+    def _decode_with_sdk(data, recv_ns):
+        return wire.tick_from_sdk_dict(sdk_parse_binary(data), recv_ns)
 
     def _on_data(self, wsapp, data, data_type, continue_flag):
         recv_ns = perf_counter_ns()

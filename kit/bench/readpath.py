@@ -6,7 +6,7 @@ LTP packets in unmasked server frames) are already in a socketpair's buffer,
 so only the reading is timed, in CPU time of the reading thread:
 
 - ``plain``       an epoll wait and two ``recv`` calls per frame (websocket-client as is)
-- ``read_ahead``  ``kit.angel.sdk._ReadAhead``: one ``recv`` per 64 KiB, no wait
+- ``read_ahead``  ``kit.angel.sdk.ReadAhead``: one ``recv`` per 64 KiB, no wait
   while frames are buffered (what ``KitWebSocketV2`` does by default)
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import websocket
 
-from kit.angel.sdk import _ReadAhead
+from kit.angel.sdk import ReadAhead
 from kit.core.tick import LTP
 from .parsers import sample_packets
 
@@ -35,7 +35,7 @@ def _read_all(frames: bytes, n: int, read_ahead: bool) -> float:
         b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
         b.sendall(frames)
         ws = websocket.WebSocket()
-        ws.sock, ws.connected = (_ReadAhead(a) if read_ahead else a), True
+        ws.sock, ws.connected = (ReadAhead(a) if read_ahead else a), True
         sock = ws.sock
         sel = selectors.DefaultSelector()
         sel.register(a, selectors.EVENT_READ)
