@@ -909,7 +909,7 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
         else:
             self.on_text("unknown", message)
 
-    def on_message(self, wsapp, message):  # pragma: no cover - on_data no longer calls it
+    def on_message(self, wsapp, message):  # pragma: no cover - the on_data above never calls it
         self.on_data(wsapp, message, 1, False)
 
 

@@ -4,8 +4,9 @@
   takes it with a *blocking* get (no sleep-poll) and runs the handler.
   When full, the oldest tick is dropped and counted.
 - ``callback``: the socket thread runs the handler itself ("Wind-style").
-- ``poll``: the seed document's current system, kept as the A/B baseline:
-  ``get_nowait()``, and ``sleep(0.05)`` whenever the queue is empty.
+- ``poll``: the common sleep-poll loop, the A/B baseline the other modes are
+  measured against: ``get_nowait()``, and ``sleep(0.05)`` whenever the queue
+  is empty.
 
 Switching never loses, duplicates or reorders a tick, and never lets two
 threads run the handler at once. The trick is that only the *producer* (the
@@ -139,7 +140,7 @@ class Dispatcher:
     def consume(self, until: float | None = None) -> None:
         """Consume on the calling thread until ``stop()`` (or ``time.monotonic() >= until``).
 
-        A script calls this from its main thread, as the seed's trader loop did.
+        A script may call this from its main thread and make it its trading loop.
         """
         self._stopping = False
         self._consuming.set()
@@ -152,7 +153,7 @@ class Dispatcher:
                     except queue.Empty:
                         if until is not None and time.monotonic() >= until:
                             return
-                        time.sleep(self.poll_interval)   # the seed's 50 ms poll
+                        time.sleep(self.poll_interval)   # the baseline's wait: 50 ms by default
                         continue
                     via = POLL
                 else:
