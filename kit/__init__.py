@@ -10,13 +10,21 @@ The package is a folder per concern, bottom to top: ``core`` (ticks, signals,
 strategies), ``angel`` (Angel One's SDK, wire, session, instruments),
 ``store`` (journal, recordings), ``feed`` (ticks in) and ``broker`` (orders
 out, with risk), ``engine`` (the trader), ``research`` and ``ui``; ``sim`` is
-the embedded simulator, which only the engine's venues reach.
+the embedded simulator, which only the engine's venues (``kit.engine.venues``) reach.
+
+A trader's config is composed of its parts' configs:
+
+    kit.TraderConfig(feed="sim", mode="callback", sim=kit.SimConfig(rate=20),
+                     journal=kit.JournalConfig("paper.sqlite", sync="NORMAL"))
 """
 from kit.angel.candles import history
 from kit.broker.risk import RiskLimits
 from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
 from kit.core.tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
-from kit.engine.trader import LiveTrader, TraderConfig
+from kit.engine.config import (ConnectionConfig, DispatchConfig, JournalConfig, MetricsConfig, ReplayConfig,
+                               SimConfig, TraderConfig)
+from kit.engine.trader import LiveTrader
+from kit.engine.venues import AngelVenue, SimVenue
 from kit.feed.dispatch import CALLBACK, POLL, QUEUE
 from kit.feed.live import Gap, ReconnectPolicy
 from kit.research import examples
@@ -24,7 +32,9 @@ from kit.research import examples
 __version__ = "0.2.0"
 
 __all__ = [
-    "LiveTrader", "TraderConfig", "Strategy", "Signal", "Tick", "Quote", "RiskLimits", "ReconnectPolicy", "Gap",
+    "LiveTrader", "TraderConfig", "SimConfig", "ReplayConfig", "ConnectionConfig", "DispatchConfig", "MetricsConfig",
+    "JournalConfig", "RiskLimits", "ReconnectPolicy", "SimVenue", "AngelVenue",
+    "Strategy", "Signal", "Tick", "Quote", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
     "Simulator", "examples", "dashboard", "history", "backtest", "read_recording", "export_strategy",
     "__version__",
@@ -32,10 +42,11 @@ __all__ = [
 
 
 def __getattr__(name):
-    # The simulator pulls in asyncio/websockets; load it only when asked for.
+    # The simulator pulls in asyncio/websockets; load it only when asked for (through the venues,
+    # the only product module that imports kit.sim).
     if name == "Simulator":
-        from kit.sim.server import Simulator
-        return Simulator
+        from kit.engine import venues
+        return venues.Simulator
     # Research needs pyarrow (and charts plotly): loaded on first use.
     if name in ("backtest", "read_recording"):
         from kit.research import backtest

@@ -68,16 +68,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from kit.engine.trader import TraderConfig
+    from kit.engine.config import DispatchConfig, ReplayConfig, SimConfig, TraderConfig
     feed, *rest = args.feed
-    settings = dict(mode=args.mode, tokens=_parse_tokens(args.tokens), sim_rate=args.rate,
-                    queue_size=args.queue_size, paper=not args.live, record=args.record)
+    settings = dict(mode=args.mode, tokens=_parse_tokens(args.tokens), sim=SimConfig(rate=args.rate),
+                    dispatch=DispatchConfig(queue_size=args.queue_size), paper=not args.live, record=args.record)
     if feed == "replay":
         if len(rest) != 1:
             raise SystemExit("--feed replay needs the recording: --feed replay FILE")
         if not Path(rest[0]).exists():
             raise SystemExit(f"no such recording: {rest[0]}")
-        settings.update(replay=rest[0], replay_progress=False)
+        settings.update(replay=ReplayConfig(rest[0], progress=False))
     elif rest or feed not in ("sim", "smartapi"):
         raise SystemExit(f"--feed must be sim, smartapi or 'replay FILE', not {' '.join(args.feed)!r}")
     return TraderConfig(feed=feed, **settings)

@@ -23,12 +23,13 @@ def run(orders: int, rate: float, sync: str, workdir: str):
     import kit
     from kit.broker.risk import RiskLimits
     trader = kit.LiveTrader(kit.TraderConfig(
-        feed="sim", paper=False, sim_rate=0, tokens={2: ["43650"]}, journal=f"{workdir}/bench-{sync}.sqlite",
-        journal_sync=sync, risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"), name=f"bench-{sync}"))
+        feed="sim", paper=False, sim=kit.SimConfig(rate=0), tokens={2: ["43650"]},
+        journal=kit.JournalConfig(f"{workdir}/bench-{sync}.sqlite", sync=sync),
+        risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"), name=f"bench-{sync}"))
     trader.start()
     assert trader.wait_connected(20) and trader.broker.wait_ready(20)
-    trader.arm_live(confirm=trader.session.client_code)
-    sim = trader.simulator
+    trader.arm_live(confirm=trader.venue.session.client_code)
+    sim = trader.venue.simulator
     for i in range(orders):
         tick = kit.Tick("43650", 2, 1, i, 0, sim.last_price(2, "43650"))
         trader.submit(kit.Signal.buy(tick, 65) if i % 2 == 0 else kit.Signal.sell(tick, 65))

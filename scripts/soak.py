@@ -111,10 +111,10 @@ def main(argv=None) -> int:
     faults = sim.faults
     faults.stall_seconds = args.stall_timeout * 2
     trader = kit.LiveTrader(kit.TraderConfig(
-        feed="sim", tokens=tokens, mode=args.mode, queue_size=10_000, name="soak",
-        stall_timeout=args.stall_timeout, heartbeat_interval=10.0,
-        reconnect=kit.ReconnectPolicy(initial_delay=0.2, max_delay=5.0, jitter=0.25)))
-    trader.simulator = sim
+        feed="sim", tokens=tokens, mode=args.mode, dispatch=kit.DispatchConfig(queue_size=10_000), name="soak",
+        connection=kit.ConnectionConfig(stall_timeout=args.stall_timeout, heartbeat_interval=10.0,
+                                        reconnect=kit.ReconnectPolicy(initial_delay=0.2, max_delay=5.0, jitter=0.25))),
+        venue=kit.SimVenue(simulator=sim))
     strategy = trader.strategy = Sma()
     age = LogHistogram()          # wall clock - exchange timestamp, when the strategy is done (µs)
     trader.add_tick_listener(lambda t: age.add(max(0.0, time.time() * 1e6 - t.exchange_ts * 1e3)))
@@ -181,6 +181,7 @@ def main(argv=None) -> int:
     sim_stats = sim.stats
     summary = trader.metrics.summary("us")
     trader.close()
+    sim.stop()
 
     sent = sim_stats["sent"]
     received = feed.ticks

@@ -26,15 +26,17 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.DEBUG)
     trader = kit.LiveTrader(kit.TraderConfig(
-        feed="smartapi", paper=False, tokens={2: ["43650", "43651"]}, env_file=None,
-        rest_url=rest_url, feed_url=feed_url, order_update_url=updates_url, instruments_url=master_url,
-        journal=journal, risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"), name="crash-child"))
+        feed="smartapi", paper=False, tokens={2: ["43650", "43651"]},
+        connection=kit.ConnectionConfig(env_file=None, rest_url=rest_url, feed_url=feed_url,
+                                        order_update_url=updates_url, instruments_url=master_url),
+        journal=kit.JournalConfig(journal), risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"),
+        name="crash-child"))
     trader.strategy = Churn()
     trader.start()
     if not (trader.wait_connected(20) and trader.broker.wait_ready(20)):
         print("NOT CONNECTED", trader.status, flush=True)
         return 1
-    trader.arm_live(confirm=trader.session.client_code)
+    trader.arm_live(confirm=trader.venue.session.client_code)
     print("READY", flush=True)
     while True:
         time.sleep(1)

@@ -30,9 +30,8 @@ def wait_until(predicate, timeout=10.0):
 def main(journal_path: str) -> None:
     sim = Simulator(rate=0).start()
     trader = kit.LiveTrader(kit.TraderConfig(
-        feed="sim", paper=False, tokens={2: [TOKEN]}, journal=journal_path, name="full-disk",
-        risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never")))
-    trader.simulator = sim
+        feed="sim", paper=False, tokens={2: [TOKEN]}, journal=kit.JournalConfig(journal_path), name="full-disk",
+        risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never")), venue=kit.SimVenue(simulator=sim))
     trader.start()
     assert trader.wait_connected(10) and trader.broker.wait_ready(10)
     trader.arm_live(confirm=sim.rest.credentials.client_code)

@@ -20,8 +20,9 @@ from kit.bench.replay import synthetic_ticks  # noqa: E402
 
 
 def main() -> int:
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=synthetic_ticks(300_000, tokens=2),
-                                             replay_progress=False, journal=sys.argv[1], name="paper-crash-child"))
+    ticks = synthetic_ticks(300_000, tokens=2)
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks, progress=False),
+                                             journal=kit.JournalConfig(sys.argv[1]), name="paper-crash-child"))
     trader.broker.add_fill_listener(lambda fill: print("FILL", fill.order_id, flush=True))
     trader.strategy = Churn(near_limit=0.05)
     trader.run()

@@ -78,8 +78,9 @@ def test_risk_rejections_leave_orders_aligned_with_accepted_signals(ticks, in_tm
 def test_equity_curve_matches_the_broker_after_every_tick(ticks, in_tmp_cwd):
     """The curve is computed after the run; check it against broker.pnl() taken live at each tick."""
     sample = ticks.iloc[:3000]
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=sample, mode="callback", replay_progress=False,
-                                             latency_metrics=False, name=f"pnl-{time.monotonic_ns()}"))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(sample, progress=False),
+                                             mode="callback", metrics=kit.MetricsConfig(latency=False),
+                                             name=f"pnl-{time.monotonic_ns()}"))
     trader.strategy = SmaCross(3, 8)
     observed = []
     trader.add_tick_listener(lambda tick: observed.append(trader.broker.pnl()))

@@ -97,8 +97,8 @@ def test_sim_process_serves_the_real_client_and_stamps_in_this_process_clock():
     with SimProcess(tokens=tokens) as sim:
         assert sim.pid and sim.url.startswith("ws://127.0.0.1:")
         trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens=tokens, mode="callback",
-                                                 name=f"bench-test-{time.monotonic_ns()}"))
-        trader.simulator = sim
+                                                 name=f"bench-test-{time.monotonic_ns()}"),
+                                venue=kit.SimVenue(simulator=sim))
         probe = trader.strategy = Probe()
         trader.start()
         try:
@@ -173,12 +173,12 @@ def test_dashboard_hooks_drive_whatever_kit_ui_provides(monkeypatch):
 
 
 def test_the_real_dashboard_streams_while_the_trader_runs():
-    """Runs once kit.ui.dashboard (issue 3) is merged: the benchmark's dashboard path, for real."""
+    """The benchmark's dashboard path, for real."""
     pytest.importorskip("kit.ui.dashboard")
     with Simulator(rate=0) as sim:
         trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens={2: ["43650"]}, mode="callback",
-                                                 name=f"bench-dash-{time.monotonic_ns()}"))
-        trader.simulator = sim
+                                                 name=f"bench-dash-{time.monotonic_ns()}"),
+                                venue=kit.SimVenue(simulator=sim))
         probe = trader.strategy = Probe()
         trader.start()
         dash = None

@@ -103,9 +103,10 @@ def test_journal_equals_the_exchange_after_kill_9_and_a_restart(tmp_path, in_tmp
         for key, value in creds.env().items():
             monkeypatch.setenv(key, value)
         restarted = kit.LiveTrader(kit.TraderConfig(
-            feed="smartapi", paper=False, tokens={2: ["43650"]}, env_file=None, rest_url=sim.rest.url,
-            feed_url=sim.url, order_update_url=sim.orders.url, instruments_url=sim.orders.master_url,
-            journal=str(journal_path), risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"),
+            feed="smartapi", paper=False, tokens={2: ["43650"]},
+            connection=kit.ConnectionConfig(env_file=None, rest_url=sim.rest.url, feed_url=sim.url,
+                                            order_update_url=sim.orders.url, instruments_url=sim.orders.master_url),
+            journal=kit.JournalConfig(str(journal_path)), risk=RiskLimits(max_daily_loss=1e9, enforce_hours="never"),
             name="crash-restart"))
         broker = restarted.broker
         assert broker.restored["orders"] == len(crashed)

@@ -53,14 +53,12 @@ def assert_contiguous(seen, per_token: int | None = None):
 def make_trader(sim, **overrides) -> kit.LiveTrader:
     settings = {"tokens": TOKENS, "name": f"test-{time.monotonic_ns()}", **overrides}
     cfg = kit.TraderConfig(feed="sim", **settings)
-    trader = kit.LiveTrader(cfg)
-    trader.simulator = sim       # share the test's simulator instead of starting one
-    return trader
+    return kit.LiveTrader(cfg, venue=kit.SimVenue(simulator=sim))   # the test's simulator, not one of its own
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_delivers_every_tick_in_order(sim, in_tmp_cwd, mode):
-    trader = make_trader(sim, mode=mode, queue_size=100_000)
+    trader = make_trader(sim, mode=mode, dispatch=kit.DispatchConfig(queue_size=100_000))
     rec = trader.strategy = Recorder()
     trader.start()
     try:
@@ -80,7 +78,7 @@ def test_every_mode_delivers_every_tick_in_order(sim, in_tmp_cwd, mode):
 
 
 def test_switching_modes_every_few_ms_loses_duplicates_and_reorders_nothing(sim, in_tmp_cwd):
-    trader = make_trader(sim, mode=QUEUE, queue_size=1_000_000)
+    trader = make_trader(sim, mode=QUEUE, dispatch=kit.DispatchConfig(queue_size=1_000_000))
     rec = trader.strategy = Recorder()
     trader.start()
     switches = 0
@@ -126,7 +124,7 @@ def test_queue_overflow_drops_the_oldest_and_counts_exactly(sim, in_tmp_cwd):
                 gate.wait(30)     # hold the consumer on the very first tick
             super().on_tick(tick)
 
-    trader = make_trader(sim, mode=QUEUE, queue_size=100, tokens={2: ["43650"]})
+    trader = make_trader(sim, mode=QUEUE, dispatch=kit.DispatchConfig(queue_size=100), tokens={2: ["43650"]})
     rec = trader.strategy = Blocker()
     trader.start()
     try:
@@ -304,17 +302,17 @@ def test_paper_orders_and_metrics_summary(sim, in_tmp_cwd):
 
 
 def test_recreating_a_trader_by_name_closes_the_old_one(in_tmp_cwd):
-    a = kit.LiveTrader(kit.TraderConfig(name="cell", sim_rate=50))
+    a = kit.LiveTrader(kit.TraderConfig(name="cell", sim=kit.SimConfig(rate=50)))
     a.strategy = Recorder()
     a.start()
     assert a.wait_connected(10)
-    b = kit.LiveTrader(kit.TraderConfig(name="cell", sim_rate=50))   # the cell ran again
-    assert not a.running and a.simulator is None
+    b = kit.LiveTrader(kit.TraderConfig(name="cell", sim=kit.SimConfig(rate=50)))   # the cell ran again
+    assert not a.running and a.venue.simulator is None
     b.close()
 
 
 def test_run_on_the_main_thread_handles_everything_received(sim, in_tmp_cwd):
-    trader = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]}, queue_size=100_000)
+    trader = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]}, dispatch=kit.DispatchConfig(queue_size=100_000))
     rec = trader.strategy = Recorder()
     publisher = threading.Thread(target=lambda: (sim.wait_for_subscribers(1, 10), sim.publish(3000)))
     publisher.start()
@@ -323,3 +321,103 @@ def test_run_on_the_main_thread_handles_everything_received(sim, in_tmp_cwd):
     assert len(rec.seen) == trader.feed.stats.ticks == 3000
     assert threading.main_thread().name in rec.threads
     assert_contiguous(rec.seen, per_token=3000)
+
+
+# ---------------------------------------------------------------------------- the config, the venue, status
+@pytest.mark.parametrize("settings, message", [
+    (dict(sim_rate=20), "sim_rate is not a TraderConfig field: it is SimConfig.rate — "
+                        "TraderConfig(sim=SimConfig(rate=20))"),
+    (dict(replay_speed=2.0), "it is ReplayConfig.speed — TraderConfig(replay=ReplayConfig(source, speed=2.0))"),
+    (dict(stall_timeout=None), "it is ConnectionConfig.stall_timeout — TraderConfig(connection=ConnectionConfig("),
+    (dict(max_daily_loss=5000), "it is RiskLimits.max_daily_loss — "
+                                "TraderConfig(risk=RiskLimits(max_daily_loss=5000))"),
+    (dict(journal="paper.sqlite"), "journal takes a JournalConfig, not str: "
+                                   "TraderConfig(journal=JournalConfig(path='paper.sqlite'))"),
+    (dict(queue_sise=10), "did you mean DispatchConfig.queue_size?"),
+    (dict(nmae="x"), "nmae is not a TraderConfig field: did you mean name?"),
+])
+def test_a_setting_in_the_wrong_place_says_where_it_lives(settings, message):
+    with pytest.raises(TypeError) as refused:
+        kit.TraderConfig(**settings)
+    assert message in str(refused.value)
+
+
+def test_each_part_checks_its_own_settings():
+    with pytest.raises(TypeError, match="queue_size is not a SimConfig field: it is DispatchConfig.queue_size"):
+        kit.SimConfig(queue_size=5)
+    with pytest.raises(TypeError, match="did you mean reconnect"):
+        kit.ConnectionConfig(reconect=kit.ReconnectPolicy())
+    with pytest.raises(TypeError, match="sim_rate is not a TraderConfig field"):
+        kit.LiveTrader(name="overrides", sim_rate=3)       # LiveTrader's overrides are TraderConfig fields
+    for bad in (lambda: kit.SimConfig(rate=-1), lambda: kit.DispatchConfig(queue_size=0),
+                lambda: kit.ConnectionConfig(parser="mine"), lambda: kit.JournalConfig(sync="OFF"),
+                lambda: kit.MetricsConfig(window=0), lambda: kit.ReplayConfig(None),
+                lambda: kit.ReplayConfig("x", speed=0), lambda: kit.TraderConfig(feed="replay"),
+                lambda: kit.TraderConfig(feed="replay", replay=kit.ReplayConfig("x"), paper=False)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_the_venue_owns_the_connection(sim, in_tmp_cwd):
+    assert kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig("x"), name="no-venue")).venue is None
+    assert isinstance(kit.LiveTrader(kit.TraderConfig(feed="smartapi", name="angel")).venue, kit.AngelVenue)
+    with pytest.raises(ValueError, match="serves feed='sim'"):
+        kit.LiveTrader(kit.TraderConfig(feed="smartapi", name="mismatch"), venue=kit.SimVenue(simulator=sim))
+    shared = make_trader(sim, tokens={2: ["43650"]})
+    shared.start()
+    assert shared.wait_connected(10)
+    shared.close()
+    assert sim.running and shared.venue.simulator is sim          # a shared simulator outlives the trader
+
+
+def test_only_the_venues_import_the_simulator():
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(kit.__file__).parent
+    allowed = {root / "engine" / "venues.py", root / "__main__.py"}
+    importers = []
+    for path in root.rglob("*.py"):
+        if path in allowed or path.parent.name in ("sim", "bench"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(n == "kit.sim" or n.startswith("kit.sim.") for n in names):
+                importers.append(str(path.relative_to(root)))
+    assert importers == []
+    loaded = subprocess.run([sys.executable, "-c", "import kit, sys; print(sorted(m for m in sys.modules "
+                             "if m.startswith('kit.sim')))"], capture_output=True, text=True, timeout=120,
+                            cwd=root.parent)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
+
+
+PAPER_STATUS = {
+    "running": False, "connected": False, "mode": QUEUE, "active_mode": QUEUE, "ticks_received": 0,
+    "ticks_processed": 0, "queue_depth": 0, "max_queue_depth": 0, "dropped": 0, "strategy_errors": 0, "signals": 0,
+    "rejected_signals": 0, "malformed_frames": 0, "error_frames": 0, "reconnects": 0, "stalls": 0,
+    "auth_failed": False, "connects": 0, "disconnects": 0, "failed_connects": 0, "last_disconnect_reason": "",
+    "last_disconnect_at": None, "connected_since": None, "next_retry_in": None, "gaps": 0, "missed_ticks": 0,
+    "heartbeats_sent": 0, "pongs": 0, "unknown_text_frames": 0, "socket_errors": 0, "last_error": "",
+    "feed_lag_ms": None, "max_feed_lag_ms": 0.0, "live": False, "armed": False, "halted": False, "halt_reason": "",
+    "orders_blocked": "", "loss_stop": "", "last_rejection": "", "open_orders": 0,
+    "bad_marks": 0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "pnl": 0.0,
+}
+LIVE_ONLY_STATUS = {"orders_queued", "journal_error", "position_differences", "positions_checked_at"}
+
+
+def test_status_is_composed_from_the_parts_and_keeps_every_key(sim, in_tmp_cwd):
+    paper = make_trader(sim, tokens={2: ["43650"]})
+    assert paper.status == PAPER_STATUS                          # a trader that never started
+    paper.start()
+    assert paper.wait_connected(10)
+    status = paper.status
+    assert set(status) == set(PAPER_STATUS) and status["running"] and status["connected"] and status["connects"] == 1
+    paper.close()
+    live = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, name="live-status"),
+                          venue=kit.SimVenue(simulator=sim))
+    try:
+        assert set(live.status) == set(PAPER_STATUS) | LIVE_ONLY_STATUS and live.status["live"]
+    finally:
+        live.close()

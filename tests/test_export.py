@@ -87,8 +87,7 @@ def test_exported_script_reproduces_the_notebook_signals_on_a_recording(kernel, 
     kernel.run(f"""
 import time
 trader = kit.LiveTrader(kit.TraderConfig(feed="sim", name="export-rec", tokens={{2: ["43650", "43651"]}},
-                                         record={str(recording)!r}))
-trader.simulator = kit.Simulator(rate=200, seed=11)
+                                         record={str(recording)!r}, sim=kit.SimConfig(rate=200, seed=11)))
 trader.strategy = Momentum()
 trader.start(); time.sleep(3); trader.close()
 print("recorded", trader.ticks_processed)

@@ -27,11 +27,10 @@ LIMITS = RiskLimits(max_daily_loss=1_000_000, enforce_hours="never", price_colla
 
 
 def live_trader(sim, journal, *, arm=True, strategy=None, **overrides) -> kit.LiveTrader:
-    settings = dict(feed="sim", paper=False, tokens={2: [TOKEN, "43651"]}, risk=LIMITS, journal=str(journal),
-                    name=f"live-{time.monotonic_ns()}")
+    settings = dict(feed="sim", paper=False, tokens={2: [TOKEN, "43651"]}, risk=LIMITS,
+                    journal=kit.JournalConfig(str(journal)), name=f"live-{time.monotonic_ns()}")
     settings.update(overrides)
-    trader = kit.LiveTrader(kit.TraderConfig(**settings))
-    trader.simulator = sim
+    trader = kit.LiveTrader(kit.TraderConfig(**settings), venue=kit.SimVenue(simulator=sim))
     if strategy is not None:
         trader.strategy = strategy
     trader.start()
@@ -248,7 +247,8 @@ def test_partial_fills_become_separate_fills(sim, journal, in_tmp_cwd):
 
 # ---------------------------------------------------------------------------- failures
 def test_updates_missed_while_the_socket_was_down_come_from_the_order_book(sim, journal, in_tmp_cwd):
-    trader = live_trader(sim, journal, reconnect=ReconnectPolicy(initial_delay=1.5, jitter=0))
+    trader = live_trader(sim, journal,
+                         connection=kit.ConnectionConfig(reconnect=ReconnectPolicy(initial_delay=1.5, jitter=0)))
     stream = trader.broker.stream
     try:
         sim.orders.drop_connections()              # from now until the reconnect, updates are lost
@@ -315,7 +315,7 @@ def test_an_unanswered_place_is_never_resent_and_is_found_by_its_tag(sim, journa
     trader = live_trader(sim, journal)
     try:
         sim.rest.route("POST", PLACE_PATH)(slow_place)
-        trader.session.client.timeout = 0.3
+        trader.venue.session.client.timeout = 0.3
         order, _ = trader.submit(kit.Signal.buy(a_tick(sim), 65))
         assert wait_until(lambda: trader.broker.stats["send_unknown"] == 1, 10)
         assert trader.broker.order(order.order_id).status == PENDING
@@ -390,7 +390,8 @@ def test_a_restarted_trader_restores_orders_and_positions_from_the_journal(sim, 
     finally:
         trader.close()
     again = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={2: [TOKEN]}, risk=LIMITS,
-                                            journal=str(journal), name="restarted"))
+                                            journal=kit.JournalConfig(str(journal)), name="restarted"),
+                           venue=kit.SimVenue(simulator=sim))
     try:
         # Restored at construction, before any login:
         position = again.broker.position(TOKEN, 2)
@@ -401,7 +402,6 @@ def test_a_restarted_trader_restores_orders_and_positions_from_the_journal(sim, 
         restored = again.broker.orders_df()
         assert restored[["order_id", "status", "filled_qty", "avg_price", "broker_order_id"]].equals(
             before[["order_id", "status", "filled_qty", "avg_price", "broker_order_id"]])
-        again.simulator = sim
         again.start()
         assert again.broker.wait_ready(10)
         assert wait_until(lambda: again.broker.stats["reconciles"] >= 1, 10)

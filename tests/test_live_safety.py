@@ -37,11 +37,10 @@ HERE = Path(__file__).parent
 
 
 def live_trader(sim, journal, *, arm=True, **overrides) -> kit.LiveTrader:
-    settings = dict(feed="sim", paper=False, tokens={2: [TOKEN]}, risk=LIMITS, journal=str(journal),
-                    name=f"safety-{time.monotonic_ns()}")
+    settings = dict(feed="sim", paper=False, tokens={2: [TOKEN]}, risk=LIMITS,
+                    journal=kit.JournalConfig(str(journal)), name=f"safety-{time.monotonic_ns()}")
     settings.update(overrides)
-    trader = kit.LiveTrader(kit.TraderConfig(**settings))
-    trader.simulator = sim
+    trader = kit.LiveTrader(kit.TraderConfig(**settings), venue=kit.SimVenue(simulator=sim))
     trader.start()
     assert trader.wait_connected(10) and trader.broker.wait_ready(10)
     if arm:
@@ -203,8 +202,7 @@ def test_positions_changed_outside_the_kit_are_noticed(sim, journal, in_tmp_cwd)
 def test_a_journal_from_another_day_is_reconciled_before_anything_trades(sim, journal, in_tmp_cwd):
     first = live_trader(sim, journal, name="stale-day")
     buy_and_fill(first, sim, 130)
-    first.simulator = None            # closing the trader must not stop the shared simulator
-    first.close()
+    first.close()                     # a shared simulator keeps running
     # Overnight the broker squared the intraday position off; the journal still says +130.
     outside_order(outside_session(sim), sim, "SELL", 130)
     with sqlite3.connect(journal) as db:
@@ -212,9 +210,9 @@ def test_a_journal_from_another_day_is_reconciled_before_anything_trades(sim, jo
                                         .fetchone()[0]) - timedelta(days=1)).isoformat()
         db.execute("UPDATE meta SET value=? WHERE key='trading_day'", (yesterday,))
     second = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={2: [TOKEN]}, risk=LIMITS,
-                                             journal=str(journal), name="stale-day"))
+                                             journal=kit.JournalConfig(str(journal)), name="stale-day"),
+                            venue=kit.SimVenue(simulator=sim))
     assert second.broker.restored["positions"] == 1
-    second.simulator = sim
     time.sleep(1.1)                   # the login route allows one request a second
     try:
         second.start()
@@ -233,19 +231,19 @@ def test_a_journal_from_another_day_is_reconciled_before_anything_trades(sim, jo
 
 # ---------------------------------------------------------------------------- 3. one writer per journal
 def test_two_traders_cannot_share_a_journal(sim, journal, in_tmp_cwd):
-    first = kit.LiveTrader(kit.TraderConfig(feed="sim", journal=str(journal), name="writer-one"))
+    first = kit.LiveTrader(kit.TraderConfig(feed="sim", journal=kit.JournalConfig(str(journal)), name="writer-one"))
     try:
         with pytest.raises(JournalError, match=str(journal)) as refused:
-            kit.LiveTrader(kit.TraderConfig(feed="sim", journal=str(journal), name="writer-two"))
+            kit.LiveTrader(kit.TraderConfig(feed="sim", journal=kit.JournalConfig(str(journal)), name="writer-two"))
         assert str(os.getpid()) in str(refused.value) and "writer-one" in str(refused.value)
         child = subprocess.run(
             [sys.executable, "-c", "import kit, sys; kit.LiveTrader(kit.TraderConfig(feed='sim', "
-             f"journal={str(journal)!r}, name='other-process'))"],
+             f"journal=kit.JournalConfig({str(journal)!r}), name='other-process'))"],
             capture_output=True, text=True, timeout=120, cwd=in_tmp_cwd)
         assert child.returncode != 0 and str(journal) in child.stderr and "writer-one" in child.stderr
     finally:
         first.close()
-    kit.LiveTrader(kit.TraderConfig(feed="sim", journal=str(journal), name="writer-two")).close()
+    kit.LiveTrader(kit.TraderConfig(feed="sim", journal=kit.JournalConfig(str(journal)), name="writer-two")).close()
 
 
 def test_live_journals_default_to_a_file_per_client_code_and_name(in_tmp_cwd):
@@ -361,15 +359,16 @@ def test_paper_refuses_what_live_refuses(in_tmp_cwd):
                     kit.Signal("12345678", "BUY", 65, exchange_type=2),            # not in the master
                     kit.Signal.buy(tick, 65)]
 
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]}, name="paper-rules"))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=0), tokens={2: [TOKEN]},
+                                             name="paper-rules"))
     reasons = []
     trader.add_signal_listener(lambda s, reason: reasons.append(reason))
     trader.strategy = Sloppy()
     trader.start()
     try:
         assert trader.wait_connected(10)
-        trader.simulator.wait_for_subscribers(1)
-        trader.simulator.publish(2, {2: [TOKEN]})
+        trader.venue.simulator.wait_for_subscribers(1)
+        trader.venue.simulator.publish(2, {2: [TOKEN]})
         assert wait_until(lambda: len(reasons) == 8, 10)
         assert "qty 7 is not a multiple of the lot size 65" in reasons[0]
         assert "not a multiple of the tick size 0.05" in reasons[1]
@@ -463,11 +462,11 @@ def test_signals_are_a_ring_and_rejections_are_logged_at_a_bounded_rate(caplog, 
             return kit.Signal.buy(tick, 1)
 
     ticks = replay_ticks(5000)
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=ticks, replay_progress=False, mode="callback",
-                                             signals_kept=100, name="ring"))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks, progress=False),
+                                             mode="callback", signals_kept=100, name="ring"))
     trader.strategy = EveryTick()
     trader.risk.halt("halted for the test")
-    with caplog.at_level("WARNING", logger="kit.engine.trader"):
+    with caplog.at_level("WARNING", logger="kit.engine"):
         trader.run()
     trader.close()
     assert len(trader.signals) == 100 and trader.status["signals"] == 5000
@@ -481,12 +480,12 @@ def test_recreating_a_trader_frees_the_old_one_while_others_run(in_tmp_cwd):
     import weakref
 
     import psutil
-    other = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=5, name="keeps-running")).start()
+    other = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=5), name="keeps-running")).start()
     try:
         fds = psutil.Process().num_fds()
         olds = []
         for _ in range(15):
-            trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=5, name="recreated")).start()
+            trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=5), name="recreated")).start()
             olds.append(weakref.ref(trader))
             del trader
         gc.collect()
@@ -500,11 +499,12 @@ def test_recreating_a_trader_frees_the_old_one_while_others_run(in_tmp_cwd):
 
 def test_ticks_for_instruments_nobody_subscribed_keep_no_state(in_tmp_cwd, caplog):
     from kit.angel import wire
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]}, name="unsubscribed"))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=0), tokens={2: [TOKEN]},
+                                             name="unsubscribed"))
     trader.start()
     try:
         assert trader.wait_connected(10)
-        sim = trader.simulator
+        sim = trader.venue.simulator
         sim.wait_for_subscribers(1)
         for i in range(500):                   # a server gone wrong: 500 instruments nobody asked for
             sim.send_raw(wire.encode_ltp(2, str(60_000 + i), 1, 0, 10_000))
@@ -535,13 +535,13 @@ def test_a_strategy_may_return_a_signal_none_or_any_iterable_of_them(caplog, in_
                     lambda: (s for s in [kit.Signal.sell(tick, 65), kit.Signal.sell(tick, 65)]),
                     lambda: "BUY", lambda: [kit.Signal.buy(tick, 65), 42]][(self.n - 1) % 6]()
 
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]}, name="shapes"))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=0), tokens={2: [TOKEN]}, name="shapes"))
     trader.strategy = Shapes()
     trader.start()
     try:
         assert trader.wait_connected(10)
-        trader.simulator.wait_for_subscribers(1)
-        trader.simulator.publish(6, {2: [TOKEN]})
+        trader.venue.simulator.wait_for_subscribers(1)
+        trader.venue.simulator.publish(6, {2: [TOKEN]})
         assert wait_until(lambda: trader.ticks_processed == 6, 10)
         assert [s.side for s in trader.signals] == ["BUY", "BUY", "SELL", "SELL", "BUY"]
         assert trader.strategy_errors == 2

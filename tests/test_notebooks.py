@@ -191,7 +191,7 @@ def _secrets_absent(text: str, secrets: dict) -> None:
 def test_live_notebook_without_credentials_runs_the_same_path_against_the_simulator(offline):
     cells, probe = execute("03_live_smartapi.ipynb", offline, [
         "c = sim.rest.credentials\n"
-        "_probe(live=LIVE, status=trader.status, logged_in=trader.session.client_code,\n"
+        "_probe(live=LIVE, status=trader.status, logged_in=trader.venue.session.client_code,\n"
         "       logins=sim.rest.requests, paper=trader.config.paper, feed=trader.config.feed,\n"
         "       secrets=dict(api_key=c.api_key, pin=c.pin, totp_secret=c.totp_secret, jwt=c.jwt,\n"
         "                    feed_token=c.feed_token, refresh_token=c.refresh_token))",

@@ -150,8 +150,9 @@ def test_without_a_journal_paper_trading_writes_no_file(in_tmp_cwd):
     trading_morning(broker)
     broker.close()                                   # a no-op, and the broker keeps working
     assert broker.submit(Signal("2885", BUY, 1), None).status == OPEN
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=table_to_frame(synthetic_ticks(2000, tokens=2)),
-                                             replay_progress=False, name="paper-no-journal"))
+    ticks = table_to_frame(synthetic_ticks(2000, tokens=2))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks, progress=False),
+                                             name="paper-no-journal"))
     trader.strategy = SmaCross(3, 8)
     trader.run()
     trader.close()
@@ -165,8 +166,8 @@ def test_without_a_journal_paper_trading_writes_no_file(in_tmp_cwd):
 def test_a_trader_recreated_on_the_same_journal_restores_its_positions(tmp_path, in_tmp_cwd):
     path = tmp_path.parent / f"{tmp_path.name}-journal" / "paper.sqlite"    # outside the checked cwd
     ticks = table_to_frame(synthetic_ticks(3000, tokens=3))
-    config = kit.TraderConfig(feed="replay", replay=ticks, replay_progress=False, journal=str(path),
-                              journal_sync="NORMAL", name="paper-journal")
+    config = kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks, progress=False),
+                              journal=kit.JournalConfig(str(path), sync="NORMAL"), name="paper-journal")
     trader = kit.LiveTrader(config)
     assert trader.broker.journal.synchronous == "NORMAL"
     trader.strategy = SmaCross(3, 8)

@@ -147,8 +147,7 @@ def test_an_empty_recording_reads_as_an_empty_frame(root):
 
 def test_a_running_trader_records_and_stop_recording_writes_everything(sim, root, in_tmp_cwd):
     trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens={2: ["43650", "43651"]}, mode="callback",
-                                             name=f"rec-{time.monotonic_ns()}"))
-    trader.simulator = sim
+                                             name=f"rec-{time.monotonic_ns()}"), venue=kit.SimVenue(simulator=sim))
     trader.strategy = kit.examples.Null()
     trader.start()
     try:

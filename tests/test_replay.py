@@ -32,9 +32,10 @@ class Seen(SmaCross):
 def live_session(sim, root, mode, *, per_token=400, queue_size=100_000, strategy=None):
     """A live trader on the simulator, recording; returns (trader, strategy, recording dir)."""
     rec_dir = root / f"rec-{mode}"
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens=TOKENS, mode=mode, queue_size=queue_size,
-                                             record=str(rec_dir), name=f"live-{mode}-{time.monotonic_ns()}"))
-    trader.simulator = sim
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens=TOKENS, mode=mode,
+                                             dispatch=kit.DispatchConfig(queue_size=queue_size),
+                                             record=str(rec_dir), name=f"live-{mode}-{time.monotonic_ns()}"),
+                            venue=kit.SimVenue(simulator=sim))
     strategy = strategy or Seen()
     trader.strategy = strategy
     trader.start()
@@ -56,10 +57,10 @@ def rec_root(tmp_path_factory):
     return tmp_path_factory.mktemp("recordings")
 
 
-def replay(source, mode, strategy=None, **config):
-    config.setdefault("replay_progress", False)
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=source, mode=mode,
-                                             name=f"replay-{mode}-{time.monotonic_ns()}", **config))
+def replay(source, mode, strategy=None, *, speed=None, progress=False, **config):
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(source, speed=speed,
+                                                                                    progress=progress),
+                                             mode=mode, name=f"replay-{mode}-{time.monotonic_ns()}", **config))
     strategy = strategy or Seen()
     trader.strategy = strategy
     trader.run()
@@ -110,9 +111,10 @@ def test_parity_holds_even_when_the_live_queue_dropped_ticks(sim, rec_root, in_t
             return super().on_tick(tick)
 
     rec_dir = rec_root / "rec"
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens=TOKENS, mode=QUEUE, queue_size=50,
-                                             record=str(rec_dir), name=f"drops-{time.monotonic_ns()}"))
-    trader.simulator = sim
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens=TOKENS, mode=QUEUE,
+                                             dispatch=kit.DispatchConfig(queue_size=50),
+                                             record=str(rec_dir), name=f"drops-{time.monotonic_ns()}"),
+                            venue=kit.SimVenue(simulator=sim))
     live_strategy = trader.strategy = SlowStart()
     trader.start()
     try:
@@ -179,10 +181,11 @@ def test_a_dataframe_with_only_token_and_ltp_replays_and_bad_rows_are_counted(in
 
 def test_a_replay_source_without_prices_is_refused_at_start(in_tmp_cwd, rec_root):
     with pytest.raises(ValueError, match="ltp"):
-        kit.LiveTrader(kit.TraderConfig(feed="replay", replay=pd.DataFrame({"token": ["A"]}),
+        kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(pd.DataFrame({"token": ["A"]})),
                                         name="bad-source")).start()
     with pytest.raises(FileNotFoundError):
-        kit.LiveTrader(kit.TraderConfig(feed="replay", replay=str(rec_root / "nothing"), name="bad-path")).start()
+        kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(str(rec_root / "nothing")),
+                                        name="bad-path")).start()
     with pytest.raises(ValueError, match="replay="):
         kit.TraderConfig(feed="replay")
     assert not [t for t in threading.enumerate() if t.name.startswith("kit-replay")]
@@ -201,7 +204,7 @@ def test_a_full_queue_makes_the_replay_wait_instead_of_dropping(in_tmp_cwd):
             if len(self.seqs) % 500 == 0:
                 time.sleep(0.01)
 
-    trader, strategy = replay(ticks, QUEUE, Slow(), queue_size=4)
+    trader, strategy = replay(ticks, QUEUE, Slow(), dispatch=kit.DispatchConfig(queue_size=4))
     assert trader.dispatcher.dropped == 0 and trader.dispatcher.max_depth <= 4
     assert strategy.seqs == [(str(i % 3), i // 3 + 1) for i in range(n)]
 
@@ -209,7 +212,7 @@ def test_a_full_queue_makes_the_replay_wait_instead_of_dropping(in_tmp_cwd):
 def test_switching_modes_during_a_replay_loses_and_reorders_nothing(in_tmp_cwd):
     n = 200_000
     ticks = pd.DataFrame({"token": [str(i % 5) for i in range(n)], "ltp": 100.0 + (np.arange(n) % 11)})
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=ticks, mode=QUEUE, replay_progress=False,
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks, progress=False), mode=QUEUE,
                                              name="switching"))
     seqs = []
 
@@ -245,7 +248,7 @@ def test_paced_replay_keeps_the_recorded_spacing_and_skips_long_gaps(in_tmp_cwd)
             stamps.append(tick.recv_ns)
 
     started = time.monotonic()
-    replay(ticks, CALLBACK, Stamp(), replay_speed=2.0)
+    replay(ticks, CALLBACK, Stamp(), speed=2.0)
     took = time.monotonic() - started
     gaps = np.diff(stamps) / 1e9
     # Never faster than the recording divided by the speed (lower bounds only: the machine may be slow).
@@ -258,7 +261,7 @@ def test_stop_during_a_replay_then_start_plays_it_again(in_tmp_cwd):
     n = 50
     ticks = pd.DataFrame({"token": "A", "ltp": 100.0 + np.arange(n), "seq": np.arange(1, n + 1),
                           "recv_epoch_ns": 1_767_240_900_000_000_000 + np.arange(n) * 100_000_000})
-    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=ticks, replay_speed=1.0, replay_progress=False,
+    trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks, speed=1.0, progress=False),
                                              name="restart"))
     seen = []
 
@@ -273,7 +276,7 @@ def test_stop_during_a_replay_then_start_plays_it_again(in_tmp_cwd):
     first = len(seen)
     assert first < n
     assert not [t for t in threading.enumerate() if t.name.startswith(("kit-replay", "kit-consumer"))]
-    trader.config.replay_speed = None
+    trader.config.replay.speed = None
     trader.start()
     assert trader.feed.wait_finished(20)
     trader.close()
@@ -282,6 +285,6 @@ def test_stop_during_a_replay_then_start_plays_it_again(in_tmp_cwd):
 
 def test_progress_bar_runs_without_disturbing_the_replay(in_tmp_cwd, capsys):
     ticks = pd.DataFrame({"token": "A", "ltp": 100.0 + np.arange(5000) % 3})
-    trader, _ = replay(ticks, CALLBACK, kit.examples.Null(), replay_progress=True)
+    trader, _ = replay(ticks, CALLBACK, kit.examples.Null(), progress=True)
     assert trader.ticks_processed == 5000
     assert "5.00k" in capsys.readouterr().err       # tqdm wrote its final count

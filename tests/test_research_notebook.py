@@ -14,7 +14,8 @@ ticks = pd.DataFrame({"token": [str(43650 + i % 3) for i in range(n)],
 """,
     # The replay runs on its thread while the cell returns; the bar is a widget under this cell.
     """
-trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=ticks, mode="queue", name="nb-replay"))
+trader = kit.LiveTrader(kit.TraderConfig(feed="replay", replay=kit.ReplayConfig(ticks), mode="queue",
+                                         name="nb-replay"))
 trader.strategy = kit.examples.SmaCross(3, 8)
 trader.start()
 """,

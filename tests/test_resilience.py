@@ -71,11 +71,15 @@ class Journal(kit.Strategy):
         return out
 
 
+def connection(**settings) -> kit.ConnectionConfig:
+    """The tests' connection settings: fast reconnects, and ``settings``."""
+    return kit.ConnectionConfig(**{"reconnect": FAST, **settings})
+
+
 def make_trader(sim, **overrides) -> kit.LiveTrader:
-    settings_ = {"tokens": TOKENS, "name": f"resilience-{time.monotonic_ns()}", "reconnect": FAST, **overrides}
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", **settings_))
-    trader.simulator = sim
-    return trader
+    settings_ = {"tokens": TOKENS, "name": f"resilience-{time.monotonic_ns()}", "connection": connection(),
+                 **overrides}
+    return kit.LiveTrader(kit.TraderConfig(feed="sim", **settings_), venue=kit.SimVenue(simulator=sim))
 
 
 def n_tokens(tokens) -> int:
@@ -165,7 +169,7 @@ def test_the_order_update_stream_backs_off_by_the_same_rule(in_tmp_cwd, reset_af
 # --------------------------------------------------------------------------- reconnects and gaps
 @pytest.mark.parametrize("mode", [QUEUE, CALLBACK])
 def test_twenty_forced_disconnects_each_reconnect_resubscribe_and_report_the_gap(sim, in_tmp_cwd, mode):
-    trader = make_trader(sim, mode=mode, queue_size=100_000)
+    trader = make_trader(sim, mode=mode, dispatch=kit.DispatchConfig(queue_size=100_000))
     journal = trader.strategy = Journal()
     trader.start()
     missed_per_drop = [3 * i + 1 for i in range(20)]
@@ -212,7 +216,7 @@ def test_a_gap_waits_behind_ticks_queued_before_the_drop(sim, in_tmp_cwd):
             entered.set()
             gate.wait(30)
 
-    trader = make_trader(sim, mode=QUEUE, queue_size=10_000, tokens={2: ["43650"]})
+    trader = make_trader(sim, mode=QUEUE, tokens={2: ["43650"]}, dispatch=kit.DispatchConfig(queue_size=10_000))
     journal = trader.strategy = Journal(work=hold_first)
     trader.start()
     try:
@@ -245,7 +249,7 @@ def test_ticks_lost_in_flight_show_in_the_gap(in_tmp_cwd):
     tokens = {2: ["43650", "43651"]}
     slow = threading.Event()
     with Simulator(rate=0, tokens=tokens) as sim:
-        trader = make_trader(sim, mode=CALLBACK, tokens=tokens, stall_timeout=None)
+        trader = make_trader(sim, mode=CALLBACK, tokens=tokens, connection=connection(stall_timeout=None))
         # a slow strategy on the socket thread lets a backlog build up in the server's buffers
         journal = trader.strategy = Journal(work=lambda tick: slow.is_set() and time.sleep(0.001))
         trader.start()
@@ -287,7 +291,7 @@ def test_a_stall_is_detected_and_healed(in_tmp_cwd):
     with Simulator(rate=20, tokens=TOKENS) as sim:
         # A heartbeat much faster than the stall timeout: pongs keep arriving during the
         # stall, and must not hide it (a stall is judged by ticks, not frames).
-        trader = make_trader(sim, mode=QUEUE, stall_timeout=1.0, heartbeat_interval=0.2)
+        trader = make_trader(sim, mode=QUEUE, connection=connection(stall_timeout=1.0, heartbeat_interval=0.2))
         journal = trader.strategy = Journal()
         trader.start()
         try:
@@ -360,7 +364,8 @@ def test_subscription_changes_while_disconnected_apply_on_reconnect(in_tmp_cwd):
 def test_every_fault_kind_is_survived_and_counted(in_tmp_cwd):
     tokens = {2: [str(t) for t in range(43650, 43660)]}
     with Simulator(rate=20, tokens=tokens) as sim:
-        trader = make_trader(sim, tokens=tokens, mode=QUEUE, stall_timeout=1.0, heartbeat_interval=0.5)
+        trader = make_trader(sim, tokens=tokens, mode=QUEUE,
+                             connection=connection(stall_timeout=1.0, heartbeat_interval=0.5))
         journal = trader.strategy = Journal()
         faults = sim.faults
         faults.stall_seconds, faults.slow_seconds, faults.slow_ms, faults.drop_missed = 2.5, 1.5, 400, 30
@@ -422,7 +427,7 @@ def frame_strategy():
 def test_ten_thousand_fuzzed_frames_through_the_real_client_are_survived_and_counted(sim, in_tmp_cwd):
     """sim.send_frames -> websocket -> the real SDK client -> kit adapter -> feed counters -> engine."""
     # no heartbeat during the run: every pong counted must be one the fuzzer sent
-    trader = make_trader(sim, mode=CALLBACK, tokens={2: ["43650"]}, heartbeat_interval=3600)
+    trader = make_trader(sim, mode=CALLBACK, tokens={2: ["43650"]}, connection=connection(heartbeat_interval=3600))
     journal = trader.strategy = Journal()
     trader.start()
     assert trader.wait_connected(10)
@@ -489,7 +494,8 @@ def _overload(mode: str, seconds: float = 4.0):
     """50 tokens x 60 ticks/s = 3,000 ticks/s into a strategy that handles about 500/s."""
     lags_ms = []
     with Simulator(rate=60, tokens=MANY) as sim:
-        trader = make_trader(sim, tokens=MANY, mode=mode, queue_size=1000, stall_timeout=None)
+        trader = make_trader(sim, tokens=MANY, mode=mode, dispatch=kit.DispatchConfig(queue_size=1000),
+                             connection=connection(stall_timeout=None))
         journal = trader.strategy = Journal(work=lambda tick: time.sleep(0.002))
         trader.add_tick_listener(lambda t: lags_ms.append(time.time() * 1000 - t.exchange_ts))
         rss = psutil.Process().memory_info().rss
@@ -582,7 +588,8 @@ def test_rss_is_flat_over_a_million_ticks(in_tmp_cwd, mode):
     shares the GIL and would make this test take a minute per mode).
     """
     with Simulator(rate=0, tokens=MANY) as sim:
-        trader = make_trader(sim, tokens=MANY, mode=mode, queue_size=1000, stall_timeout=None)
+        trader = make_trader(sim, tokens=MANY, mode=mode, dispatch=kit.DispatchConfig(queue_size=1000),
+                             connection=connection(stall_timeout=None))
         trader.strategy = QuietSma()
         trader.start()
         proc = psutil.Process()
@@ -663,7 +670,7 @@ def test_stop_in_callback_mode_delivers_no_tick_after_on_stop(in_tmp_cwd):
             stopped.set()
 
     with Simulator(rate=60, tokens=MANY) as sim:
-        trader = make_trader(sim, tokens=MANY, mode=CALLBACK, stall_timeout=None)
+        trader = make_trader(sim, tokens=MANY, mode=CALLBACK, connection=connection(stall_timeout=None))
         trader.strategy = Slow()
         trader.start()
         assert trader.wait_connected(10)

@@ -141,8 +141,8 @@ def test_a_live_broker_needs_arming_and_the_kill_switch_beats_everything():
 
 
 def make_trader(sim, **overrides) -> kit.LiveTrader:
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens={2: [TOKEN]}, name=f"risk-{id(sim)}", **overrides))
-    trader.simulator = sim
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens={2: [TOKEN]}, name=f"risk-{id(sim)}", **overrides),
+                            venue=kit.SimVenue(simulator=sim))
     return trader
 
 

@@ -238,13 +238,14 @@ def test_login_and_feed_through_the_real_clients_against_the_simulator(sim, in_t
     import kit
     for k, v in sim.rest.credentials.env().items():
         monkeypatch.setenv(k, v)
-    trader = kit.LiveTrader(kit.TraderConfig(feed="smartapi", tokens={2: ["43650"]}, env_file=None,
-                                             rest_url=sim.rest.url, feed_url=sim.url, name="live-path",
-                                             instruments_url=sim.orders.master_url))
+    connection = kit.ConnectionConfig(env_file=None, rest_url=sim.rest.url, feed_url=sim.url,
+                                      instruments_url=sim.orders.master_url)
+    trader = kit.LiveTrader(kit.TraderConfig(feed="smartapi", tokens={2: ["43650"]}, connection=connection,
+                                             name="live-path"))
     trader.start()
     try:
         assert trader.wait_connected(10)
-        assert trader.session.feed.auth_token.startswith("Bearer ")
+        assert trader.venue.session.feed.auth_token.startswith("Bearer ")
         sim.wait_for_subscribers(1)
         sim.publish(20)
         assert wait_until(lambda: trader.ticks_processed == 20, 10)
@@ -445,10 +446,10 @@ def test_3_no_secret_on_the_order_path(in_tmp_cwd, caplog, capfd, tmp_path_facto
                 sim.rest.credentials.totp_secret, sim.rest.credentials.refresh_token]
     journal = tmp_path_factory.mktemp("canary") / "journal.sqlite"
     sim.start()
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={2: ["43650"]}, journal=str(journal),
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={2: ["43650"]},
+                                             journal=kit.JournalConfig(str(journal)),
                                              risk=RiskLimits(max_daily_loss=1e6, enforce_hours="never"),
-                                             name="canary"))
-    trader.simulator = sim
+                                             name="canary"), venue=kit.SimVenue(simulator=sim))
     try:
         with caplog.at_level(logging.DEBUG):
             trader.start()
@@ -463,7 +464,7 @@ def test_3_no_secret_on_the_order_path(in_tmp_cwd, caplog, capfd, tmp_path_facto
             assert wait_until(lambda: not trader.broker.open_orders(), 10)
             trader.broker.cancel(good.order_id)                      # already complete: no-op
             exported = trader.broker.orders_df().to_csv() + trader.broker.fills_df().to_csv()
-            shown = repr(trader) + repr(trader.status) + repr(trader.session) + repr(trader.broker)
+            shown = repr(trader) + repr(trader.status) + repr(trader.venue.session) + repr(trader.broker)
             print(exported, shown)
     finally:
         trader.close()

@@ -194,8 +194,8 @@ def test_a_tcp_connect_timeout_is_reported_as_such(silent):
         full.close()
 
 
-def test_trader_config_reconnect_carries_the_timeout_to_the_feed(sim, silent, in_tmp_cwd, monkeypatch):
-    """The engine passes ``TraderConfig.reconnect`` to its feed: the timeout needs no engine setting of its own.
+def test_connection_config_reconnect_carries_the_timeout_to_the_feed(sim, silent, in_tmp_cwd, monkeypatch):
+    """The engine passes ``ConnectionConfig.reconnect`` to its feed: the timeout needs no engine setting of its own.
 
     The simulator serves the login and the instrument master; the feed URL is the silent server.
     """
@@ -204,10 +204,10 @@ def test_trader_config_reconnect_carries_the_timeout_to_the_feed(sim, silent, in
         monkeypatch.setenv(k, v)
     before = _kit_threads()
     trader = kit.LiveTrader(kit.TraderConfig(
-        feed="smartapi", tokens={2: ["43650"]}, env_file=None, rest_url=sim.rest.url, feed_url=silent.url(),
-        instruments_url=sim.orders.master_url,
-        reconnect=kit.ReconnectPolicy(connect_timeout=0.3, initial_delay=0.05, max_delay=0.2),
-        name="timeouts-wiring"))
+        feed="smartapi", tokens={2: ["43650"]}, name="timeouts-wiring",
+        connection=kit.ConnectionConfig(
+            env_file=None, rest_url=sim.rest.url, feed_url=silent.url(), instruments_url=sim.orders.master_url,
+            reconnect=kit.ReconnectPolicy(connect_timeout=0.3, initial_delay=0.05, max_delay=0.2))))
     try:
         trader.start()
         assert wait_until(lambda: trader.feed.stats.failed_connects >= 2, 10), trader.feed.stats

@@ -46,7 +46,7 @@ class RestingBids(Strategy):
 
 @pytest.fixture
 def trader(request):
-    t = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=0, tokens={2: [TOKEN]},
+    t = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=0), tokens={2: [TOKEN]},
                                         name=f"ui-{request.node.name}"))
     yield t
     board = kit.ui.dashboard._dashboards.get(t.config.name)
@@ -57,8 +57,8 @@ def trader(request):
 
 def publish(trader, n):
     before = trader.ticks_processed
-    trader.simulator.wait_for_subscribers(1)
-    trader.simulator.publish(n)
+    trader.venue.simulator.wait_for_subscribers(1)
+    trader.venue.simulator.publish(n)
     assert wait_until(lambda: trader.ticks_processed == before + n, 15)
 
 

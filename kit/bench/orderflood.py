@@ -65,7 +65,9 @@ from time import perf_counter
 import numpy as np
 
 from kit.feed.dispatch import MODES, QUEUE
-from kit.engine.trader import LiveTrader, TraderConfig
+from kit.engine.config import ConnectionConfig, JournalConfig, TraderConfig
+from kit.engine.trader import LiveTrader
+from kit.engine.venues import SimVenue
 from kit.broker.risk import RiskLimits
 from kit.core.strategy import Signal, Strategy
 from .probes import ThreadCpu, rss_bytes
@@ -198,10 +200,10 @@ def run_phase(variant: Variant, *, window_s: float, warmup_s: float, mode: str, 
     name = f"bench-orderflood-{variant.slug}"
     limits = RiskLimits(max_daily_loss=MAX_DAILY_LOSS, enforce_hours="never", **dict(variant.limits))
     with SimProcess(tokens=TOKENS, rate=TICKS_PER_S / len(TOKENS[2]), stamp_send_ns=False) as sim:
-        cfg = TraderConfig(feed="sim", paper=False, tokens=TOKENS, mode=mode, name=name, stall_timeout=None,
-                           journal=str(journal), risk=limits)
-        trader = LiveTrader(cfg)
-        trader.simulator = sim
+        cfg = TraderConfig(feed="sim", paper=False, tokens=TOKENS, mode=mode, name=name,
+                           connection=ConnectionConfig(stall_timeout=None), journal=JournalConfig(str(journal)),
+                           risk=limits)
+        trader = LiveTrader(cfg, venue=SimVenue(simulator=sim))     # shared: close() leaves it to the with-block
         trader.strategy = variant.strategy()
         broker = trader.broker
         sampler = QueueSampler(broker)
@@ -241,7 +243,6 @@ def run_phase(variant: Variant, *, window_s: float, warmup_s: float, mode: str, 
             total = trader.metrics.samples(mode, "total")
         finally:
             sampler.stop()
-            trader.simulator = None       # close() would stop the simulator: the with-block does
             trader.close()
             stopped_at = perf_counter()
         # After close(): nothing more reaches the exchange (orders still queued were cancelled).

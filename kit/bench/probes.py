@@ -214,14 +214,15 @@ def dashboard_tick_path_ns(ticks: int = 200_000, pairs: int = 5) -> dict:
     median pair is reported, in process CPU time. No sockets and no second
     process, so the machine's load moves it far less than it moves a flood.
     """
-    from kit.engine.trader import LiveTrader, TraderConfig
+    from kit.engine.config import ReplayConfig, TraderConfig
+    from kit.engine.trader import LiveTrader
     from kit.research.examples import Null
     from kit.bench.replay import synthetic_ticks
     from kit.ui.dashboard import dashboard
     table = synthetic_ticks(ticks, tokens=50)
 
     def ns_per_tick(with_dashboard: bool) -> float:
-        trader = LiveTrader(TraderConfig(feed="replay", replay=table, mode="callback", replay_progress=False,
+        trader = LiveTrader(TraderConfig(feed="replay", replay=ReplayConfig(table, progress=False), mode="callback",
                                          name="bench-dashboard-tick-path"))
         trader.strategy = Null()
         board = dashboard(trader, interval=None) if with_dashboard else None

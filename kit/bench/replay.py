@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from kit.feed.dispatch import CALLBACK, POLL, QUEUE
-from kit.engine.trader import LiveTrader, TraderConfig
+from kit.engine.config import DispatchConfig, MetricsConfig, ReplayConfig, TraderConfig
+from kit.engine.trader import LiveTrader
 from kit.research.examples import Null, SmaCross
 from kit.store.recording import normalize_ticks
 
@@ -57,8 +58,9 @@ def synthetic_ticks(n: int, tokens: int = 10, seed: int = 1) -> pa.Table:
 
 def measure(table: pa.Table, mode: str, latency_metrics: bool, strategy_cls, queue_size: int = 1000,
             dashboard: bool = False) -> dict:
-    trader = LiveTrader(TraderConfig(feed="replay", replay=table, mode=mode, latency_metrics=latency_metrics,
-                                     replay_progress=False, queue_size=queue_size, name="research-bench"))
+    trader = LiveTrader(TraderConfig(feed="replay", replay=ReplayConfig(table, progress=False), mode=mode,
+                                     metrics=MetricsConfig(latency=latency_metrics),
+                                     dispatch=DispatchConfig(queue_size=queue_size), name="research-bench"))
     trader.strategy = strategy_cls()
     board = None
     if dashboard:     # the notebook cockpit streaming beside the replay (no browser: no comm messages sent)

@@ -18,7 +18,7 @@ from .probes import dashboard_tick_path_ns, queued_tick_bytes, wake_cost
 from .readpath import bench_read_path
 from .scenarios import CEILING, MODES_SIDE_BY_SIDE, Scenario, Variant, dashboard_available, option_tokens, run_scenario
 
-QUEUE_SIZE = 1000   # TraderConfig's default
+QUEUE_SIZE = 1000   # DispatchConfig's default
 DASHBOARD_TWINS = (Variant(QUEUE, queue_size=10_000, dashboard=True), Variant(CALLBACK, dashboard=True))
 
 

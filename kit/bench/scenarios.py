@@ -31,7 +31,9 @@ from time import perf_counter
 import numpy as np
 
 from kit.feed.dispatch import CALLBACK, POLL, QUEUE
-from kit.engine.trader import LiveTrader, TraderConfig
+from kit.engine.config import ConnectionConfig, DispatchConfig, TraderConfig
+from kit.engine.trader import LiveTrader
+from kit.engine.venues import SimVenue
 from kit.research.examples import SmaCross
 from kit.engine.metrics import STAGES
 from .probes import Probe, ThreadCpu, percentiles, rss_bytes
@@ -47,7 +49,7 @@ class Variant:
     mode: str
     parser: str = "fast"
     dashboard: bool = False
-    queue_size: int = 1000      # TraderConfig's default
+    queue_size: int = 1000      # DispatchConfig's default
 
     @property
     def name(self) -> str:
@@ -144,12 +146,12 @@ def _wait(predicate, timeout: float, rss: list) -> bool:
 def run_phase(sim: SimProcess, sc: Scenario, v: Variant, cpu: ThreadCpu, round_no: int) -> dict:
     """One variant, one window; returns raw samples and counters."""
     gc.collect()
-    cfg = TraderConfig(feed="sim", tokens=sc.tokens, mode=v.mode, parser=v.parser, queue_size=v.queue_size,
-                       # One name per variant: a trader created under a name still in use closes
-                       # the old one, and closing a trader stops its simulator, here the shared one.
-                       name=f"bench-{sc.key}-" + re.sub(r"\W+", "-", v.name).strip("-"), stall_timeout=None)
-    trader = LiveTrader(cfg)
-    trader.simulator = sim
+    cfg = TraderConfig(feed="sim", tokens=sc.tokens, mode=v.mode,
+                       connection=ConnectionConfig(parser=v.parser, stall_timeout=None),
+                       dispatch=DispatchConfig(queue_size=v.queue_size),
+                       # One name per variant: a trader created under a name still in use closes the old one.
+                       name=f"bench-{sc.key}-" + re.sub(r"\W+", "-", v.name).strip("-"))
+    trader = LiveTrader(cfg, venue=SimVenue(simulator=sim))    # the scenario's shared simulator
     probe = trader.strategy = Probe(SmaCross())
     dash = None
     rss: list[int] = [rss_bytes()]

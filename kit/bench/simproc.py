@@ -8,16 +8,15 @@ its own process. ``perf_counter_ns`` is ``CLOCK_MONOTONIC`` on Linux, shared by
 every process, so the send stamps it writes (``stamp_send_ns``) can be compared
 with the client's receive stamps.
 
-``SimProcess`` has what ``LiveTrader`` uses of a ``Simulator`` (``start``,
+``SimProcess`` has what a ``SimVenue`` uses of a ``Simulator`` (``start``,
 ``stop``, ``url``, ``credentials``, ``orders.master_url``; for a live trader,
 ``paper=False``, also ``rest.url``, ``rest.credentials`` and ``orders.url``), so
-it can be assigned to ``trader.simulator``, and forwards ``publish``,
+a trader's venue can share it (``SimVenue(simulator=sim)``), and forwards ``publish``,
 ``set_rate``, ``wait_for_subscribers``, ``stats``, ``orders.order_book()`` and
 ``orders.arrivals`` to the real one:
 
     with SimProcess(tokens={2: ["43650"]}, rate=20) as sim:
-        trader = kit.LiveTrader(feed="sim", tokens={2: ["43650"]}, name="b")
-        trader.simulator = sim
+        trader = kit.LiveTrader(feed="sim", tokens={2: ["43650"]}, name="b", venue=kit.SimVenue(simulator=sim))
         trader.start(); ...; trader.stop()
 """
 from __future__ import annotations
@@ -95,7 +94,7 @@ class SimProcess:
             self.stop()
             raise RuntimeError(f"the simulator process failed to start: {reply[1]}")
         _, self.url, self.pid, sides = reply
-        # LiveTrader reads simulator.orders.master_url (instrument lot sizes) and, trading live, logs in
+        # SimVenue reads simulator.orders.master_url (instrument lot sizes) and, trading live, logs in
         # at rest.url with rest.credentials and follows orders.url; the servers stay in the child.
         self.orders = _RemoteOrders(self, sides["master_url"], sides["orders_url"])
         self.rest = SimpleNamespace(url=sides["rest_url"], credentials=sides["rest_credentials"])

@@ -14,8 +14,8 @@ additions are two listeners (fills and signals) that note which tick each
 event happened on; the equity curve is then computed after the run from
 the ticks and the positions after each fill, so it costs nothing per tick.
 
-Entry points a script needs: ``TraderConfig(feed="replay", replay=PATH_OR_DF,
-replay_speed=None | x)`` and ``read_recording(path)``.
+Entry points a script needs: ``TraderConfig(feed="replay",
+replay=ReplayConfig(PATH_OR_DF, speed=None | x))`` and ``read_recording(path)``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import pandas as pd
 
 from kit.core.market import IST_ZONE
 from kit.feed.dispatch import CALLBACK
-from kit.engine.trader import LiveTrader, TraderConfig
+from kit.engine.config import MetricsConfig, ReplayConfig, TraderConfig
+from kit.engine.trader import LiveTrader
 from kit.store.recording import read_recording, table_to_frame
 
 __all__ = ["backtest", "Backtest", "BacktestResult", "read_recording", "equity_curve"]
@@ -43,13 +44,12 @@ def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = Non
     each). ``speed``: None for as fast as possible, x for x times the recorded
     pace. ``latency_metrics`` is off by default: latencies of an
     as-fast-as-possible replay mean little, and measuring costs ~0.6 µs a tick.
-    Other keyword arguments go to ``TraderConfig`` (e.g. ``risk=``, ``queue_size=``).
+    Other keyword arguments go to ``TraderConfig`` (e.g. ``risk=``, ``dispatch=DispatchConfig(queue_size=...)``).
 
         result = backtest(MyStrategy(), "data/ticks", mode="queue")
     """
-    trader = LiveTrader(TraderConfig(feed="replay", replay=ticks, mode=mode, replay_speed=speed,
-                                     replay_progress=progress, latency_metrics=latency_metrics, name=name,
-                                     **config))
+    trader = LiveTrader(TraderConfig(feed="replay", replay=ReplayConfig(ticks, speed=speed, progress=progress),
+                                     mode=mode, metrics=MetricsConfig(latency=latency_metrics), name=name, **config))
     trader.strategy = strategy
     run = Backtest(trader)
     try:
@@ -113,14 +113,15 @@ class Backtest:
         fills = stamp(trader.broker.fills_df(), [i for i, _ in self.fill_states])
         handled = trader.ticks_processed - self._base
         elapsed = getattr(feed, "elapsed_s", 0.0) or (time.perf_counter() - self._started)
+        replay = trader.config.replay
         stats = {"ticks": handled, "elapsed_s": elapsed, "ticks_per_s": handled / elapsed if elapsed else float("nan"),
-                 "mode": trader.config.mode, "speed": trader.config.replay_speed, "signals": len(signals),
+                 "mode": trader.config.mode, "speed": replay.speed if replay else None, "signals": len(signals),
                  "rejected_signals": trader.rejected_signals, "strategy_errors": trader.strategy_errors,
                  "dropped": trader.dispatcher.dropped, "skipped_rows": feed.stats.malformed if feed else 0}
         return BacktestResult(ticks=ticks, signals=signals, orders=orders, fills=fills,
                               positions=trader.broker.positions_df(), equity=equity_curve(ticks, self.fill_states),
                               pnl=trader.broker.pnl(), stats=stats,
-                              latency=trader.metrics.summary() if trader.config.latency_metrics else None)
+                              latency=trader.metrics.summary() if trader.config.metrics.latency else None)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The notebook cockpit: ``kit.dashboard(trader)``, controls and streaming charts in one widget.
 
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim_rate=10, name="quickstart"))
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=10), name="quickstart"))
     dash = kit.dashboard(trader)      # display it: the last expression of a cell
     dash.refresh()                    # one refresh by hand (the background thread does this ≤ 10×/s)
     dash.close()                      # stop the refresh thread, detach from the trader
@@ -471,9 +471,8 @@ def _local_time_strings(wall_ns: np.ndarray) -> np.ndarray:
 
 def _configured_tokens(trader) -> list[str]:
     tokens = trader.config.tokens
-    if tokens is None and trader.config.feed == "sim":
-        from kit.sim.server import DEFAULT_TOKENS
-        tokens = DEFAULT_TOKENS
+    if tokens is None and trader.venue is not None:
+        tokens = trader.venue.default_tokens()
     return [str(t) for exchange in (tokens or {}).values() for t in exchange]
 
 
