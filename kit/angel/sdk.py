@@ -534,8 +534,9 @@ class ConnectTimeout(websocket.WebSocketTimeoutException):
 
 
 class _ClosesCleanly:
-    """What both kit sockets share: the text heartbeat, reading a text frame, and a
-    close requested from another thread that neither hangs nor leaks the TCP socket.
+    """What both kit sockets share: one bounded connection run, the text heartbeat, reading a
+    text frame, an abort, and a close requested from another thread that neither hangs nor
+    leaks the TCP socket.
 
     ``WebSocketApp.close()`` reads the server's close reply on the *calling*
     thread while the socket thread sits in ``select()`` on the same socket,
@@ -598,11 +599,19 @@ class _ClosesCleanly:
             return headers
         return header
 
-    def _run_forever(self, app, **kwargs) -> None:
+    def _run_forever(self, app, url: str) -> None:
+        """Run ``app`` until its socket closes, never reconnecting: the handshake bounded by
+        ``connect_timeout`` (19), TLS verified for ``wss://`` (9, 15), the TCP socket closed after (11)."""
+        headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
+                   "x-client-code": self.client_code, "x-feed-token": self.feed_token}
+        app.header = self._bounded_headers(app, headers)
+        sslopt = None
+        if url.startswith("wss://"):
+            sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self._socket = None
         _cut_short.goodbye = False
         try:
-            app.run_forever(**kwargs)
+            app.run_forever(sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
         finally:
             if self._socket is not None:
                 self._socket.shutdown()
@@ -744,19 +753,13 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
 
         Whatever is on record from earlier connections is subscribed again once the socket opens.
         """
-        headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
-                   "x-client-code": self.client_code, "x-feed-token": self.feed_token}
         self.RESUBSCRIBE_FLAG = bool(self.input_request_dict)
         app_class = _ReadAheadApp if self.read_ahead and _ReadAheadApp else websocket.WebSocketApp
         self.wsapp = app_class(
             self.ROOT_URI, on_open=self._on_open, on_error=self._on_error,
             on_close=self._on_close, on_data=self._on_data, on_ping=self._on_ping, on_pong=self._on_pong)
-        self.wsapp.header = self._bounded_headers(self.wsapp, headers)    # 19
-        sslopt = None
-        if self.ROOT_URI.startswith("wss://"):
-            sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
         self.DISCONNECT_FLAG = False
-        self._run_forever(self.wsapp, sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        self._run_forever(self.wsapp, self.ROOT_URI)
 
     def close_connection(self):
         """Close for good: keeps the subscriptions on record so a later connect restores them."""
@@ -851,16 +854,10 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
     # ---- 10, 11, 13: connection lifecycle, owned by kit.angel.stream
     def connect(self):
         """Connect and block, dispatching frames, until the socket closes. Never reconnects."""
-        headers = {"Authorization": self.auth_token, "x-api-key": self.api_key,
-                   "x-client-code": self.client_code, "x-feed-token": self.feed_token}
         self.wsapp = websocket.WebSocketApp(
             self.WEBSOCKET_URI, on_open=self.on_open, on_error=self.on_error,
             on_close=self.on_close, on_data=self.on_data, on_ping=self.on_ping, on_pong=self.on_pong)
-        self.wsapp.header = self._bounded_headers(self.wsapp, headers)    # 19
-        sslopt = None
-        if self.WEBSOCKET_URI.startswith("wss://"):
-            sslopt = {"cert_reqs": ssl.CERT_REQUIRED if self.verify_tls else ssl.CERT_NONE}
-        self._run_forever(self.wsapp, sslopt=sslopt, ping_interval=self.protocol_ping_interval, reconnect=0)
+        self._run_forever(self.wsapp, self.WEBSOCKET_URI)
 
     def close_connection(self):
         """Start the close handshake; the socket thread reads the reply and ``connect()`` returns."""
