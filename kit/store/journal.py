@@ -207,6 +207,16 @@ def _owner_only(fd: int) -> None:
         pass
 
 
+def _open_owner_only(file: Path, path: Path, what: str) -> int:
+    """``file`` opened read-write (created if missing) and made 0600; ``JournalError`` naming the journal if not."""
+    try:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _OWNER_ONLY)
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot open {what}: {exc.strerror}", path) from None
+    _owner_only(fd)
+    return fd
+
+
 def _process_started() -> str | None:
     """This process's start time (Linux), which tells a reused pid from the holder it names."""
     try:
@@ -243,12 +253,8 @@ def _describe(holder: dict) -> str:
 
 def _take_lock(lock_path: Path, path: Path, owner: str) -> int:
     """The exclusive flock on ``lock_path``, with the holder's description written in; its descriptor."""
+    fd = _open_owner_only(lock_path, path, f"its lock file {lock_path}")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _OWNER_ONLY)
-    except OSError as exc:
-        raise JournalError(f"{path}: cannot open its lock file {lock_path}: {exc.strerror}", path) from None
-    try:
-        _owner_only(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -377,14 +383,7 @@ class Journal:
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _OWNER_ONLY)
-        except OSError as exc:
-            raise JournalError(f"{path}: cannot open it for writing: {exc.strerror}", path) from None
-        try:
-            _owner_only(fd)
-        finally:
-            os.close(fd)
+        os.close(_open_owner_only(path, path, "it for writing"))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         try:
             new = self._check_schema(db)
