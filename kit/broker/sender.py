@@ -312,3 +312,7 @@ class OrderSender:
                 book.record(f"{what}_refused", client_id=order_id, payload={"message": message})
                 book.reconcile_wanted.set()
             return
+        # Rate limited every time: say so, and let the order book tell what the order is now.
+        log.error("live order %s: %s not sent: rate limited by the broker %d times in a row", order_id, what, ATTEMPTS)
+        book.record(f"{what}_refused", client_id=order_id, payload={"message": "rate limited"})
+        book.reconcile_wanted.set()
