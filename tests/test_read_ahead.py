@@ -11,7 +11,7 @@ import websocket
 
 import kit
 from conftest import wait_until
-from kit.angel.sdk import KitWebSocketV2, _ReadAhead
+from kit.angel.sdk import KitWebSocketV2, ReadAhead
 from kit.angel.wire import encode_ltp, parse_tick
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,7 +34,7 @@ def test_recv_returns_the_stream_in_order_and_never_more_than_asked(pair):
     data = random.Random(1).randbytes(300_000)
     sender = threading.Thread(target=b.sendall, args=(data,))
     sender.start()
-    ahead, got, rng = _ReadAhead(a, size=4096), bytearray(), random.Random(2)
+    ahead, got, rng = ReadAhead(a, size=4096), bytearray(), random.Random(2)
     while len(got) < len(data):
         n = rng.choice([1, 2, 51, 123, 4000, 9000])
         chunk = ahead.recv(n)
@@ -48,7 +48,7 @@ def test_recv_returns_the_stream_in_order_and_never_more_than_asked(pair):
 def test_pending_counts_buffered_bytes_then_asks_the_inner_socket(pair):
     a, b = pair
     b.sendall(b"x" * 100)                      # one small send: one read gets all of it
-    ahead = _ReadAhead(a)
+    ahead = ReadAhead(a)
     assert ahead.pending() == 0                # nothing read yet; a plain socket holds nothing for us
     assert ahead.recv(10) == b"x" * 10
     assert ahead.pending() == 90
@@ -62,12 +62,12 @@ def test_pending_counts_buffered_bytes_then_asks_the_inner_socket(pair):
 
         def gettimeout(self):
             return None
-    assert _ReadAhead(TlsLike()).pending() == 7
+    assert ReadAhead(TlsLike()).pending() == 7
 
 
 def test_a_peer_close_reads_as_end_of_stream(pair):
     a, b = pair
-    ahead = _ReadAhead(a)
+    ahead = ReadAhead(a)
     b.sendall(b"abc")
     b.close()
     got = b""
@@ -81,7 +81,7 @@ def test_a_peer_close_reads_as_end_of_stream(pair):
 
 def test_everything_but_recv_is_the_socket_itself(pair):
     a, _ = pair
-    ahead = _ReadAhead(a)
+    ahead = ReadAhead(a)
     assert ahead.fileno() == a.fileno()
     assert ahead.gettimeout() == a.gettimeout()
     a.settimeout(2.5)
@@ -105,7 +105,7 @@ def test_websocket_client_reads_whole_frames_split_anywhere(pair):
     sender = threading.Thread(target=send_in_odd_pieces)
     sender.start()
     ws = websocket.WebSocket()
-    ws.sock, ws.connected = _ReadAhead(a, size=4096), True
+    ws.sock, ws.connected = ReadAhead(a, size=4096), True
     seqs = []
     for _ in frames:
         opcode, frame = ws.recv_data_frame(True)
@@ -134,7 +134,7 @@ def test_the_real_client_delivers_a_burst_in_order_either_way(sim, read_ahead):
         for token in ("43650", "43651"):
             seqs = [s for t, s in seen if t == token]
             assert seqs == list(range(1, 2001))
-        assert isinstance(ws.wsapp.sock.sock, _ReadAhead) is read_ahead
+        assert isinstance(ws.wsapp.sock.sock, ReadAhead) is read_ahead
     finally:
         ws.close_connection()
         thread.join(10)

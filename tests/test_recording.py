@@ -12,7 +12,7 @@ from conftest import wait_until
 from kit.angel import wire
 from kit.store.recording import (QUOTE_COLUMNS, TICK_COLUMNS, TickRecorder, read_recording, read_recording_table,
                            table_to_ticks)
-from kit.sim.server import _Instrument
+from kit.sim.market import SimInstrument
 from kit.core.tick import DEPTH, LTP, QUOTE, SNAP_QUOTE
 
 DAY_MS = 1_767_240_900_000        # 2026-01-01 09:45 IST
@@ -25,7 +25,7 @@ def root(tmp_path_factory):
 
 def wire_ticks(n: int, start_ms: int = DAY_MS, modes=(LTP, QUOTE, SNAP_QUOTE, DEPTH)) -> list:
     """Ticks as the feed decodes them, from the simulator's own packets, every mode."""
-    instruments = [_Instrument(7, 2, "43650"), _Instrument(7, 1, "99926000"), _Instrument(7, 13, "1234")]
+    instruments = [SimInstrument(7, 2, "43650"), SimInstrument(7, 1, "99926000"), SimInstrument(7, 13, "1234")]
     out = []
     for i in range(n):
         inst = instruments[i % len(instruments)]
