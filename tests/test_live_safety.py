@@ -482,16 +482,17 @@ def test_recreating_a_trader_frees_the_old_one_while_others_run(in_tmp_cwd):
     import psutil
     other = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=5), name="keeps-running")).start()
     try:
-        fds = psutil.Process().num_fds()
-        olds = []
+        olds, fds = [], []
         for _ in range(15):
             trader = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=5), name="recreated")).start()
             olds.append(weakref.ref(trader))
             del trader
+            fds.append(psutil.Process().num_fds())
         gc.collect()
         # Each start collected the traders its re-creation closed, though "keeps-running" never stopped.
         assert sum(ref() is not None for ref in olds[:-1]) == 0
-        assert psutil.Process().num_fds() - fds <= 8        # one trader's sockets and journal, not fifteen
+        # One live trader's sockets and journal, whether it was re-created twice or fifteen times.
+        assert fds[-1] - fds[1] <= 2, fds
     finally:
         kit.engine.trader.current_trader("recreated").close()
         other.close()
