@@ -164,6 +164,20 @@ def test_a_strategys_queued_orders_are_not_sent_after_the_dashboards_stop(sim, j
         trader.close()
 
 
+def test_the_dashboard_says_why_orders_are_refused(sim, journal, in_tmp_cwd):
+    trader = live_trader(sim, journal, arm=False)
+    dash = kit.dashboard(trader, interval=None)
+    try:
+        dash.refresh()
+        assert "ORDERS BLOCKED: live trading is not armed" in dash.status_line.value
+        trader.arm_live(confirm=sim.rest.credentials.client_code)
+        dash.refresh()
+        assert "ORDERS BLOCKED" not in dash.status_line.value
+    finally:
+        dash.close()
+        trader.close()
+
+
 # ---------------------------------------------------------------------------- 2. the exchange is the truth
 def test_kill_after_an_outside_square_off_leaves_the_exchange_flat(sim, journal, in_tmp_cwd):
     trader = live_trader(sim, journal)

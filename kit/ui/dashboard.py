@@ -506,6 +506,9 @@ def _status_html(status: dict, rate: float, trader, replaced: bool) -> str:
     if getattr(trader.risk, "halted", False):
         reason = html.escape(getattr(trader.risk, "halt_reason", ""))
         parts.append(f"<b style='color:#c62828'>TRADING HALTED ({reason})</b>")
+    elif status["orders_blocked"] and status["running"]:
+        # Why orders are refused now: not armed, a journal that cannot be written, positions unchecked.
+        parts.append(f"<b style='color:#c62828'>ORDERS BLOCKED: {html.escape(status['orders_blocked'][:160])}</b>")
     return '<div style="font-family:monospace;font-size:12px">' + " | ".join(parts) + "</div>"
 
 
