@@ -74,24 +74,12 @@ class Reconciler:
             if stop.is_set():
                 return
             if wanted or book.any_active():
-                try:
-                    self.reconcile()
-                except Exception as exc:
-                    book.stats["reconcile_errors"] += 1
-                    log.warning("live broker: reconcile failed (%s: %s); retrying", type(exc).__name__, exc)
-                    stop.wait(1.0)
-                    book.reconcile_wanted.set()
+                self._attempt("reconcile", self.reconcile, book.reconcile_wanted)
             due = time.monotonic() - self._last_position_check >= self.position_check_interval
             if book.position_check_wanted.is_set() or due or book.gate.is_closed("unreconciled"):
                 book.position_check_wanted.clear()
-                try:
-                    self.check_positions()
-                except Exception as exc:
-                    book.stats["reconcile_errors"] += 1
-                    log.warning("live broker: position check failed (%s: %s); retrying", type(exc).__name__, exc)
-                    stop.wait(1.0)
-                    book.position_check_wanted.set()
-                    book.reconcile_wanted.set()
+                self._attempt("position check", self.check_positions, book.position_check_wanted,
+                              book.reconcile_wanted)
             with book.lock:
                 unknown = bool(book.unknown_since)
             if unknown:
@@ -110,6 +98,17 @@ class Reconciler:
                 self._last_book_call = time.monotonic()
 
     # ------------------------------------------------------------------ the order book
+    def _attempt(self, what: str, step, *again) -> None:
+        """Run one book read; on failure count it, wait a second and ask for it (``again``) once more."""
+        try:
+            step()
+        except Exception as exc:
+            self.book.stats["reconcile_errors"] += 1
+            log.warning("live broker: %s failed (%s: %s); retrying", what, type(exc).__name__, exc)
+            self.book.stop.wait(1.0)
+            for event in again:
+                event.set()
+
     def reconcile(self) -> dict:
         """Read the order book and apply what the updates did not bring. Returns what changed.
 
