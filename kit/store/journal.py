@@ -412,15 +412,15 @@ class Journal:
             self.trading_day: date | None = date.fromisoformat(meta["trading_day"])
         except (KeyError, ValueError):
             self.trading_day = None
-        for suffix in ("-wal", "-shm"):       # SQLite gives them the database's mode; made sure of here
+        # SQLite gives -wal and -shm the database's mode; made sure of here by path. Never open and
+        # close them: closing any descriptor of a file drops this process's POSIX locks on it, SQLite's
+        # included, and another reader could then reset the shared memory under this writer.
+        for suffix in ("-wal", "-shm"):
             try:
-                fd = os.open(f"{path}{suffix}", os.O_RDONLY | os.O_CLOEXEC)
+                if os.stat(f"{path}{suffix}").st_mode & 0o777 != _OWNER_ONLY:
+                    os.chmod(f"{path}{suffix}", _OWNER_ONLY)
             except OSError:
                 continue
-            try:
-                _owner_only(fd)
-            finally:
-                os.close(fd)
         return db
 
     def _check_schema(self, db: sqlite3.Connection) -> bool:
