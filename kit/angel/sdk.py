@@ -664,8 +664,9 @@ class _ClosesCleanly:
             sock.send_close()
         except Exception as exc:
             log.debug("close frame not sent: %s", exc)
-        # A server that never answers must not keep the socket thread: wake its read.
-        timer = threading.Timer(2.0, _abort_if_open, args=(sock,))
+        # A server that never answers must not keep the socket thread: wake its read. The timer holds
+        # the plain socket only, not the client (and through it a closed trader) for those 2 s.
+        timer = threading.Timer(2.0, _shut, args=(getattr(sock, "sock", None),))
         timer.daemon = True
         timer.start()
 
@@ -912,7 +913,11 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
 
 def _abort_if_open(sock) -> None:
     """Shut a websocket-client socket down for reading and writing, which wakes a blocked select()."""
-    raw = getattr(sock, "sock", None)
+    _shut(getattr(sock, "sock", None))
+
+
+def _shut(raw) -> None:
+    """Shut a plain socket down for reading and writing (None: nothing to wake)."""
     if raw is not None:
         try:
             raw.shutdown(socket.SHUT_RDWR)
