@@ -1,6 +1,6 @@
 """SmartAPI WebSocket V2 binary packets: the layout, in one place.
 
-Little-endian, prices in paise (see ``../shared/reference/smartapi-facts.md``):
+Little-endian, prices in paise, as Angel One documents SmartAPI WebSocket V2:
 
     0  u8 mode | 1 u8 exchange type | 2..26 token (ASCII, NUL-terminated)
     27 i64 sequence | 35 i64 exchange ts (ms) | 43 i64 LTP          -> 51 bytes
