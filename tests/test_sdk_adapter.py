@@ -553,3 +553,38 @@ def test_20_session_calls_raise_redacted_errors_and_register_tokens_first(in_tmp
         assert {c.refresh_token, c.jwt, c.feed_token} <= secrets_     # registered before getProfile ran
     finally:
         rest.stop()
+
+
+def test_21_requests_reuse_one_connection(sim, in_tmp_cwd):
+    creds = Credentials(**{k: getattr(sim.rest.credentials, k) for k in ("api_key", "client_code", "pin", "totp_secret")})
+    session = login(creds, root=sim.rest.url)
+    try:
+        before = sim.rest.connections
+        for i in range(8):      # cancels of unknown orders: answered (status false), 20/s allowed
+            assert session.client.cancelOrder(f"unknown{i}", "NORMAL")["status"] is False
+        assert sim.rest.connections - before <= 1      # eight calls, one kept-alive connection
+    finally:
+        session.client.close()
+
+    # Control: the SDK's own SmartConnect opens a connection per call, as the counter shows.
+    plain = sdk_adapter.SmartConnect(api_key=creds.api_key, root=sim.rest.url,
+                                     access_token=session.feed.auth_token.removeprefix("Bearer "))
+    before = sim.rest.connections
+    for i in range(3):
+        plain.cancelOrder(f"unknown{i}", "NORMAL")
+    assert sim.rest.connections - before == 3
+
+
+def test_21_the_environment_proxy_settings_still_apply(sim, in_tmp_cwd, monkeypatch):
+    """Read once at construction (not per call), the environment's proxy still routes the requests."""
+    import requests
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")        # nothing listens: a refused proxy
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = sdk_adapter.smart_connect(sim.rest.credentials.api_key, root=sim.rest.url, timeout=5)
+    with pytest.raises(requests.exceptions.ProxyError):
+        proxied.cancelOrder("unknown", "NORMAL")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = sdk_adapter.smart_connect(sim.rest.credentials.api_key, root=sim.rest.url, timeout=5)
+    with pytest.raises(Exception, match="Invalid Token"):                # the simulator's answer: reached it
+        direct.cancelOrder("unknown", "NORMAL")

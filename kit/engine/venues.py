@@ -105,6 +105,8 @@ class SimVenue:
 
     def close(self) -> None:
         """Stop the simulator this venue started; a shared one keeps running."""
+        if self.session is not None:
+            self.session.client.close()
         if self.simulator is not None and self._owns_simulator:
             self.simulator.stop()
             self.simulator = None
@@ -152,7 +154,8 @@ class AngelVenue:
         return Credentials.from_env(self.connection.env_file).client_code
 
     def close(self) -> None:
-        pass
+        if self.session is not None:
+            self.session.client.close()     # its kept-alive connections; the login itself stays valid
 
     def __repr__(self) -> str:
         return f"<AngelVenue {'logged in' if self.session is not None else 'not logged in'}>"

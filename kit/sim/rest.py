@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +74,9 @@ class RestSimulator:
         self._limits: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self.connections = 0                # TCP connections accepted, over the server's life
+        self._connections_lock = threading.Lock()
+        self._open: set = set()             # the kept-alive connections: a stop ends them too
         self._thread: threading.Thread | None = None
         self.requests: dict[str, int] = {}
         self.rate_limited: dict[str, int] = {}
@@ -123,6 +127,17 @@ class RestSimulator:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()
+                with sim._connections_lock:
+                    sim.connections += 1        # TCP connections accepted: keep-alive shows here
+                    sim._open.add(self.connection)
+
+            def finish(self):
+                with sim._connections_lock:
+                    sim._open.discard(self.connection)
+                super().finish()
+
             def do_GET(self):
                 sim._handle(self, "GET")
 
@@ -145,11 +160,19 @@ class RestSimulator:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, keep=None) -> None:
+        """Stop listening and end every open connection (but ``keep``, a connection still to answer)."""
         if self._server is None:
             return
         self._server.shutdown()
         self._server.server_close()
+        with self._connections_lock:
+            ending = [c for c in self._open if c is not keep]
+        for connection in ending:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(5)
         self._server = self._thread = None
 
@@ -194,7 +217,8 @@ class RestSimulator:
         status_code, payload = result if isinstance(result, tuple) else (200, result)
         if path in self._down_after:
             self._down_after.discard(path)
-            self.stop()          # this request's connection stays open for its answer
+            self.stop(keep=http.connection)     # this request's connection stays open for its answer
+            http.close_connection = True        # ... and closes after it
         self._send(http, status_code, payload)
 
     @staticmethod
@@ -207,6 +231,8 @@ class RestSimulator:
             http.send_response(status_code)
             http.send_header("Content-Type", ctype)
             http.send_header("Content-Length", str(len(body)))
+            if http.close_connection:
+                http.send_header("Connection", "close")
             http.end_headers()
             http.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
