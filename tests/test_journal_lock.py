@@ -383,3 +383,29 @@ def test_the_trading_day_is_the_one_the_journal_was_created_for(tmp_path, monkey
     older = Journal(path)
     assert older.trading_day == date(2025, 1, 3)
     older.close()
+
+
+def test_intents_wait_for_the_fsync_and_what_the_exchange_can_retell_does_not(tmp_path):
+    """A place/modify/cancel intent commits at synchronous=FULL even right after a NORMAL-level record."""
+    j = Journal(tmp_path / "j.sqlite")
+    statements = []
+    j._held.db.set_trace_callback(statements.append)
+    order = {"client_id": "L1", "broker_order_id": "", "status": "PENDING"}
+    j.record("intent", order=order)
+    j.record("update", order=dict(order, status="OPEN"), durable=False)
+    j.record("cancel_intent", client_id="L1")
+    j.close()
+
+    def level_at_each_commit():
+        level, levels = "FULL", []
+        for s in statements:
+            if s.startswith("PRAGMA synchronous="):
+                level = s.split("=")[1]
+            elif s == "COMMIT":
+                levels.append(level)
+        return levels
+
+    assert level_at_each_commit() == ["FULL", "NORMAL", "FULL"]
+    reopened = Journal(tmp_path / "j.sqlite")
+    assert [e["kind"] for e in reopened.events()] == ["intent", "update", "cancel_intent"]
+    reopened.close()

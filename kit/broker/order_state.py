@@ -124,6 +124,10 @@ def transition(order: LiveOrder, data: dict, code: str, clock_ns: Callable[[], i
     return new
 
 
+# What only the kit knows until the request is answered: journaled durably before it is sent.
+INTENTS = frozenset({"intent", "modify_intent", "cancel_intent"})
+
+
 class LiveBook:
     """The live broker's shared state and the locks that guard it. See the module docstring.
 
@@ -193,9 +197,14 @@ class LiveBook:
         return instrument_state(self.instrument_states, token, exchange_type)
 
     def record(self, kind: str, **changes) -> bool:
-        """Journal one change; on failure close the gate (trading halts) and return False."""
+        """Journal one change; on failure close the gate (trading halts) and return False.
+
+        Only intents (a place, modify or cancel about to be requested) wait for
+        the fsync; everything else the exchange's order book and positions can
+        tell again (``Journal.record(durable=False)``).
+        """
         try:
-            self.journal.record(kind, **changes)
+            self.journal.record(kind, durable=kind in INTENTS, **changes)
             return True
         except Exception as exc:
             self.stats["journal_errors"] += 1

@@ -14,12 +14,16 @@ order book brings in whatever happened at the exchange meanwhile.
 
 Storage decisions:
 
-* WAL mode, ``synchronous=FULL``: a commit returns only once the WAL is on
-  disk, so a record survives a power cut, not just a killed process
-  (``NORMAL`` would survive ``kill -9`` too, but a power cut could lose the
-  last commits, and those are the orders that just went out). Orders are
-  rare (Angel One allows 20/s); a commit costs about a millisecond here
-  (see ``commit_latency()``), paid on the order threads, never on the tick path.
+* WAL mode, ``synchronous=FULL`` for what only the kit knows: an order's
+  *intent* (``record(..., durable=True)``, the default) is on disk before the
+  request leaves, so it survives a power cut, not just a killed process.
+  What the exchange can tell again (its acknowledgement, order updates,
+  fills, adopted positions) is written ``durable=False``: committed at
+  ``NORMAL`` (it survives ``kill -9``; a power cut may lose it, and the next
+  start reads it back from the order book by the order's ``ordertag`` and
+  from ``getPosition``), and on disk with the next intent's fsync anyway.
+  An fsync costs ~0.2 ms of kernel CPU here (``commit_latency()``); one per
+  order instead of four keeps that off the tick path's cores.
 * Four tables: ``events`` is the append-only audit trail (what arrived, raw);
   ``orders`` and ``positions`` hold the current state, upserted in the same
   transaction; ``fills`` is append-only. A reader never sees half a change.
@@ -358,6 +362,7 @@ class Journal:
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
         self.path = Path(path).expanduser()
         self.synchronous = synchronous.upper()
+        self._sync_now = self.synchronous      # the connection's level: NORMAL while a durable=False record commits
         self.owner = owner or ""
         # Locked by its real path, so two spellings (relative, symlinked) of one file still exclude each other.
         self.lock_path = Path(os.path.realpath(self.path) + ".lock")
@@ -470,10 +475,13 @@ class Journal:
 
     # ------------------------------------------------------------------ writing
     def record(self, kind: str, *, client_id: str | None = None, payload: dict | None = None,
-               order: dict | None = None, fill: dict | None = None, position: dict | None = None) -> int:
-        """Append one event, and the order / fill / position it changes, as one durable transaction.
+               order: dict | None = None, fill: dict | None = None, position: dict | None = None,
+               durable: bool = True) -> int:
+        """Append one event, and the order / fill / position it changes, as one transaction.
 
-        Returns the event's sequence number once the commit is on disk.
+        Returns the event's sequence number once the commit is on disk
+        (``durable``) or committed at ``synchronous=NORMAL`` (``durable=False``:
+        for facts the exchange can tell again; see the module's notes).
         ``order`` needs ``client_id``, ``broker_order_id`` and ``status``;
         ``position`` needs ``exchange_type``, ``token``, ``qty``, ``avg_price``, ``realized_pnl``.
         Raises ``JournalError`` (naming the file) if SQLite fails; nothing of the change is then written.
@@ -497,6 +505,10 @@ class Journal:
             db = self._usable()
             started = time.perf_counter_ns()
             try:
+                sync = self.synchronous if durable or self.synchronous == "NORMAL" else "NORMAL"
+                if sync != self._sync_now:
+                    db.execute(f"PRAGMA synchronous={sync}")     # outside a transaction, as SQLite requires
+                    self._sync_now = sync
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     seq = db.execute(*writes[0]).lastrowid
