@@ -50,6 +50,8 @@ class TradingGate:
 
     def refusal(self, ignore: frozenset = frozenset()) -> str | None:
         """None if an order may go now, else why not (the first closer's reason not in ``ignore``)."""
+        if not self._closed:                # open: the usual answer, without copying the closers
+            return None
         for name, reason in list(self._closed.items()):
             if name not in ignore:
                 return reason

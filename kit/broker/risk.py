@@ -158,7 +158,8 @@ class RiskManager:
         self._halt_reason = ""
         self.rejections = 0
         self.last_rejection = ""
-        self.rejection_log: deque[dict] = deque(maxlen=1000)
+        # (epoch seconds, signal, reason): a tuple on the tick path, rows only when read.
+        self._rejected: deque[tuple] = deque(maxlen=1000)
 
     # ------------------------------------------------------------------ the check
     def check(self, signal: "Signal", tick: "Tick | None", broker: Broker) -> str | None:
@@ -171,10 +172,14 @@ class RiskManager:
             if reason is not None:
                 self.rejections += 1
                 self.last_rejection = reason
-                self.rejection_log.append({"time": self._clock(), "token": getattr(signal, "token", None),
-                                           "side": getattr(signal, "side", None),
-                                           "qty": getattr(signal, "qty", None), "reason": reason})
+                self._rejected.append((self._clock(), signal, reason))
             return reason
+
+    @property
+    def rejection_log(self) -> list[dict]:
+        """The last 1,000 refusals, oldest first: time (epoch seconds), token, side, qty, reason."""
+        return [{"time": t, "token": getattr(s, "token", None), "side": getattr(s, "side", None),
+                 "qty": getattr(s, "qty", None), "reason": reason} for t, s, reason in list(self._rejected)]
 
     def _reason(self, signal: "Signal", broker: Broker) -> str | None:
         lim = self.limits

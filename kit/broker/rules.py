@@ -23,6 +23,8 @@ DEFAULT_PRICE_COLLAR = 0.3     # a LIMIT price more than 30 % from the last good
 
 
 def shape_problem(side, qty, order_type, limit_price) -> str:
+    if order_type == MARKET and type(qty) is int and qty > 0 and (side == BUY or side == SELL):
+        return ""          # the common case in one line: risk runs this for every signal
     if side not in (BUY, SELL):
         return f"side must be 'BUY' or 'SELL', not {side!r}"
     if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
