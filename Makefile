@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"      # test = notebook + bench + pytest & co.
+	# Outputs of notebooks you run stay in your copy, never in a commit (.gitattributes names the filter).
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(VENV)/bin/nbstripout --install; fi
 	touch $@
 
 demo: setup

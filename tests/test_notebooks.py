@@ -112,6 +112,30 @@ def test_committed_notebooks_carry_no_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
+def test_a_notebook_run_and_committed_with_its_outputs_is_stored_without_them(tmp_path):
+    """What `make setup` arranges (.gitattributes + `nbstripout --install`): outputs stay in the working copy."""
+    import shutil
+    import subprocess
+    root = NOTEBOOKS.parent
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@127.0.0.1", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    shutil.copy(root / ".gitattributes", tmp_path / ".gitattributes")
+    subprocess.run([str(Path(sys.executable).parent / "nbstripout"), "--install"], cwd=tmp_path, check=True)
+    nb = nbformat.v4.new_notebook(cells=[new_code_cell("print(1)")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.cells[0].execution_count = 1
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    git("add", ".gitattributes", "run.ipynb")
+    git("commit", "-q", "-m", "a run notebook")
+    stored = nbformat.reads(git("show", "HEAD:run.ipynb"), as_version=4)
+    assert stored.cells[0].outputs == [] and stored.cells[0].execution_count is None
+    assert nbformat.read(tmp_path / "run.ipynb", as_version=4).cells[0].outputs    # the user's copy keeps them
+
+
 def test_quickstart_streams_trades_swaps_and_rerunning_cells_leaves_one_of_everything(offline):
     nb = nbformat.read(NOTEBOOKS / "01_quickstart.ipynb", as_version=4)
     rerun = [cell_with(nb.cells, s).source for s in ("trader = kit.LiveTrader", "dash = kit.dashboard",
