@@ -395,7 +395,8 @@ def test_only_the_venues_import_the_simulator():
 
 PAPER_STATUS = {
     "running": False, "connected": False, "mode": QUEUE, "active_mode": QUEUE, "ticks_received": 0,
-    "ticks_processed": 0, "queue_depth": 0, "max_queue_depth": 0, "dropped": 0, "strategy_errors": 0, "signals": 0,
+    "ticks_processed": 0, "queue_depth": 0, "max_queue_depth": 0, "dropped": 0, "strategy_errors": 0,
+    "last_strategy_error": "", "strategy_halt": "", "signals": 0,
     "rejected_signals": 0, "malformed_frames": 0, "error_frames": 0, "reconnects": 0, "stalls": 0,
     "auth_failed": False, "connects": 0, "disconnects": 0, "failed_connects": 0, "last_disconnect_reason": "",
     "last_disconnect_at": None, "connected_since": None, "next_retry_in": None, "gaps": 0, "missed_ticks": 0,

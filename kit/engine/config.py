@@ -36,6 +36,8 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from kit.broker.risk import RiskLimits
 from kit.core.tick import LTP, MODE_NAMES
+from kit.engine.errors import ErrorBudget
+from kit.engine.tokens import checked_tokens
 from kit.feed.dispatch import MODES, QUEUE
 from kit.feed.live import ReconnectPolicy
 
@@ -44,7 +46,7 @@ PARSERS = ("fast", "sdk")
 JOURNAL_SYNCS = ("FULL", "NORMAL", "EXTRA")
 
 __all__ = ["TraderConfig", "SimConfig", "ReplayConfig", "ConnectionConfig", "DispatchConfig", "MetricsConfig",
-           "JournalConfig", "RiskLimits", "FEEDS"]
+           "JournalConfig", "RiskLimits", "ErrorBudget", "FEEDS"]
 
 
 def _strict(cls):
@@ -206,8 +208,12 @@ class JournalConfig:
 class TraderConfig:
     """Everything a ``LiveTrader`` needs; every field has a working offline default (see the module docstring).
 
-    ``tokens``: ``{exchange_type: [token, ...]}``; None means the simulator's
-    default instruments (the NIFTY index and a strip of NIFTY options).
+    ``tokens``: ``{exchange_type: [token, ...]}`` or a list of trading symbols
+    (``["NIFTY", "SBIN-EQ"]``, resolved through the venue's instrument master at
+    ``start()``; a token or symbol it does not list is an error there); None
+    means the simulator's default instruments (the NIFTY index and a strip of
+    NIFTY options). ``error_budget``: halt new orders when the strategy keeps
+    failing (``kit.engine.errors``; None: never).
     ``subscription_mode``: LTP, QUOTE or SNAP_QUOTE. ``record``: a directory
     where every tick the engine handles is recorded (``kit.store.recording``).
     ``signals_kept``: the last signals kept in ``trader.signals`` (a ring; the
@@ -216,7 +222,7 @@ class TraderConfig:
     (``kit.engine.heap``). ``product``: the live orders' product type.
     """
     feed: str = "sim"
-    tokens: dict | None = None
+    tokens: dict | list | None = None
     subscription_mode: int = LTP
     mode: str = QUEUE
     paper: bool = True
@@ -232,6 +238,7 @@ class TraderConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
     risk: RiskLimits = field(default_factory=RiskLimits)
+    error_budget: ErrorBudget | None = ErrorBudget()
 
     def __post_init__(self):
         for attr, part in _PARTS.items():
@@ -250,6 +257,10 @@ class TraderConfig:
             raise ValueError('a replay trades on paper: live orders (paper=False) need feed="sim" or "smartapi"')
         if not (isinstance(self.signals_kept, int) and self.signals_kept > 0):
             raise ValueError(f"signals_kept must be a positive int, not {self.signals_kept!r}")
+        if self.error_budget is not None and not isinstance(self.error_budget, ErrorBudget):
+            raise TypeError(f"error_budget takes a kit.ErrorBudget or None, not {type(self.error_budget).__name__}: "
+                            "TraderConfig(error_budget=ErrorBudget(max_errors=20, window_s=10))")
+        self.tokens = checked_tokens(self.tokens)
 
 
 # ---------------------------------------------------------------- where each setting lives

@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def signals_of(returned, strategy, tick, failed):
-    """``returned`` as Signals: one, any iterable of them; anything else is ``failed(strategy, tick, exc)``.
+    """``returned`` as Signals: one, any iterable of them; anything else is ``failed(strategy, tick, exc, "output")``.
 
     Valid signals beside an invalid one are kept. A generator runs the
     strategy's own code, so this runs under the strategy lock.
@@ -20,22 +20,23 @@ def signals_of(returned, strategy, tick, failed):
     if isinstance(returned, (list, tuple)):
         batch = returned
     elif isinstance(returned, (str, bytes, dict)) or not hasattr(returned, "__iter__"):
+        hint = f", e.g. kit.Signal.{returned.lower()}(tick, qty=...)" if returned in ("BUY", "SELL") else ""
         failed(strategy, tick, TypeError(
             f"on_tick returned {type(returned).__name__} {returned!r:.60}; return a kit.Signal, None, "
-            "or a list of Signals"))
+            f"or a list of Signals{hint}"), "output")
         return ()
     else:
         try:
             batch = list(returned)
-        except Exception as exc:
-            failed(strategy, tick, exc)
+        except Exception as exc:          # a generator's own code raised
+            failed(strategy, tick, exc, "on_tick")
             return ()
     good = [s for s in batch if isinstance(s, Signal)]
     if len(good) != len(batch):
         bad = next(s for s in batch if not isinstance(s, Signal))
         failed(strategy, tick, TypeError(
             f"on_tick returned {type(bad).__name__} {bad!r:.60} among its signals; each must be a kit.Signal "
-            "(the others were kept)"))
+            "(the others were kept)"), "output")
     return good
 
 

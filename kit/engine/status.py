@@ -2,7 +2,7 @@
 
     feed        its FeedStats, renamed (a stopped or never-started trader reports a fresh FeedStats)
     dispatcher  mode, queue depth, drops
-    the trader  running, ticks handled, signals, strategy errors, paper or live
+    the trader  running, ticks handled, signals, strategy errors (and the error budget's halt), paper or live
     risk        the gate: armed, halted, why an order would be refused now, the loss stop
     broker      open orders, bad marks, P&L (the Broker contract); a live broker adds its send queue,
                 journal and position checks
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from kit.broker.base import Broker
 from kit.broker.risk import RiskManager
+from kit.engine.errors import GATE_NAME as STRATEGY_GATE
 from kit.feed.live import FeedStats
 
 # status key -> FeedStats field
@@ -67,6 +68,9 @@ def trader_status(trader) -> dict:
         **dispatch_status(trader.dispatcher),
         "ticks_processed": trader.ticks_processed,
         "strategy_errors": trader.strategy_errors,
+        "last_strategy_error": trader.last_strategy_error,
+        # Why the error budget halted new orders ("" when it has not): also in orders_blocked.
+        "strategy_halt": trader.risk.gate.reasons.get(STRATEGY_GATE, ""),
         "signals": trader.signal_count,
         "rejected_signals": trader.rejected_signals,
         "live": trader.live,

@@ -44,12 +44,15 @@ from kit.core.strategy import Signal, Strategy
 from kit.engine.brokers import connect_broker, make_broker
 from kit.engine.config import TraderConfig
 from kit.engine.controls import LiveControls
+from kit.engine.errors import StrategyErrors
 from kit.engine.gaps import GapBook
 from kit.engine.heap import frozen_heap
 from kit.engine.metrics import LatencyMetrics
 from kit.engine.recording import RecordingTap
+from kit.engine.instrument_names import InstrumentNames
 from kit.engine.signals import RejectionLog, signals_of
 from kit.engine.status import trader_status
+from kit.engine.strategy_check import check_strategy
 from kit.engine.venues import Venue, venue_for
 from kit.feed.dispatch import CALLBACK, QUEUE, Dispatcher
 from kit.feed.live import SmartFeed
@@ -70,7 +73,7 @@ class TickPath:
     """
 
     def __init__(self, risk: RiskManager, broker: Broker, metrics: LatencyMetrics, *, measure_latency: bool,
-                 signals_kept: int):
+                 signals_kept: int, error_budget=None):
         self.risk = risk
         self.broker: Broker = broker
         self.metrics = metrics
@@ -84,8 +87,7 @@ class TickPath:
         self.signal_count = 0
         self._rejections = RejectionLog()
         self.ticks_processed = 0
-        self.strategy_errors = 0
-        self.last_strategy_error: str = ""
+        self._errors = StrategyErrors(risk.gate, error_budget)
         self.rejected_signals = 0
         self._gap_book = GapBook()
         self.gaps = self._gap_book.history          # every gap found in the feed
@@ -159,14 +161,49 @@ class TickPath:
             try:
                 on_gap(gap)
             except Exception as exc:
-                self._strategy_failed(strategy, tick, exc)
+                self._strategy_failed(strategy, tick, exc, "on_gap")
 
-    def _strategy_failed(self, strategy, tick, exc) -> None:
-        self.strategy_errors += 1
-        self.last_strategy_error = f"{type(exc).__name__}: {exc}"
-        if self.strategy_errors <= 10 or self.strategy_errors % 1000 == 0:
-            log.error("%s.on_tick raised on %r (error #%d)", type(strategy).__name__, tick,
-                      self.strategy_errors, exc_info=exc)
+    def _strategy_failed(self, strategy, tick, exc, hook: str = "on_tick") -> None:
+        """The slow path of every strategy error (strategy lock held): kept, logged, held to the budget."""
+        self._errors.record(strategy, tick, exc, hook)
+
+    def _call_hook(self, strategy, hook: str) -> None:
+        """``strategy.on_start()`` / ``on_stop()``, if it has one, with the strategy lock held."""
+        fn = getattr(strategy, hook, None)
+        if fn is not None:
+            try:
+                fn()
+            except Exception as exc:
+                self._strategy_failed(strategy, None, exc, hook)
+
+    # ================================================================== strategy errors (kit.engine.errors)
+    @property
+    def strategy_errors(self) -> int:
+        """How many strategy errors so far (exceptions in its hooks, bad values from ``on_tick``)."""
+        return self._errors.count
+
+    @property
+    def last_strategy_error(self) -> str:
+        """The last strategy error, "Type: message" ("" when none)."""
+        return self._errors.last
+
+    @property
+    def last_strategy_traceback(self) -> str:
+        """The last strategy error's formatted traceback ("" when none), whatever thread it happened on."""
+        return self._errors.last_traceback
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """The last strategy errors, newest last: time (IST), token, symbol, hook, exception, message, traceback.
+
+        ``hook`` is "on_tick", "on_gap", "on_start", "on_stop", or "output" for a
+        bad value returned by ``on_tick``.
+        """
+        return self._errors.frame(self.instrument_name)
+
+    def instrument_name(self, token: str, exchange_type: int | None = None) -> str:
+        """The token's trading symbol (as the instrument master spells it); the token itself when unknown."""
+        return str(token)
 
     # ================================================================== the strategy and observers
     @property
@@ -175,18 +212,25 @@ class TickPath:
 
     @strategy.setter
     def strategy(self, new: Strategy | None) -> None:
-        """Swap between two ticks: the tick in progress finishes with the old strategy."""
-        if new is not None and not callable(getattr(new, "on_tick", None)):
-            raise TypeError(f"{new!r} has no on_tick(tick) method")
+        """Swap between two ticks: the tick in progress finishes with the old strategy.
+
+        A strategy that cannot run (a class, no ``on_tick``, a wrong signature) is a
+        TypeError here, and the trader keeps the strategy it had.
+        """
+        check_strategy(new)
         with self._strategy_lock:
             old = self._strategy
             if old is new:
                 return
             if self._running and old is not None:
-                _call_hook(old, "on_stop")
+                self._call_hook(old, "on_stop")
+            self._errors.restart_window()
             if self._running and new is not None:
-                _call_hook(new, "on_start")
+                self._call_hook(new, "on_start")
             self._strategy = new
+            halted = self._errors.halted
+        if halted:
+            log.warning("new strategy assigned; new orders stay halted (%s) until trader.resume()", halted)
 
     def add_tick_listener(self, fn) -> None:
         """``fn(tick)`` after each processed tick, on the tick's thread. Keep it cheap."""
@@ -235,7 +279,9 @@ class LiveTrader(TickPath):
         self.live = not config.paper
         risk = RiskManager(config.risk.for_live() if self.live else config.risk)
         super().__init__(risk, make_broker(config, risk, venue), LatencyMetrics(config.metrics.window),
-                         measure_latency=config.metrics.latency, signals_kept=config.signals_kept)
+                         measure_latency=config.metrics.latency, signals_kept=config.signals_kept,
+                         error_budget=config.error_budget)
+        self._names = InstrumentNames(venue, config.connection.instruments_url)
         self._controls = LiveControls(self.risk, self.broker, venue)
         self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.dispatch.queue_size,
                                      poll_interval=config.dispatch.poll_interval)
@@ -281,11 +327,13 @@ class LiveTrader(TickPath):
         with self._lifecycle_lock:
             if self._running:
                 return self
+            tokens = None
             if self.venue is not None:
                 # A restart keeps the venue's session and the live broker's connection: stop() stops the feed only.
                 self.venue.start()
+                tokens = self._listed_tokens()
                 connect_broker(self.broker, self.venue, self.config)
-            self.feed = self._open_feed(finish_dispatcher=not consumer_thread)
+            self.feed = self._open_feed(tokens, finish_dispatcher=not consumer_thread)
             self._gap_book.clear_pending()
             if self.config.record and self.recorder is None:
                 self.start_recording(self.config.record)
@@ -294,7 +342,7 @@ class LiveTrader(TickPath):
                 self._holds_frozen_heap = True
             with self._strategy_lock:
                 if self._strategy is not None:
-                    _call_hook(self._strategy, "on_start")
+                    self._call_hook(self._strategy, "on_start")
                 self._running = True
             self.risk.gate.open("stopped")
             if consumer_thread:
@@ -303,7 +351,19 @@ class LiveTrader(TickPath):
             self.started_at = time.time()
             return self
 
-    def _open_feed(self, *, finish_dispatcher: bool):
+    def _listed_tokens(self) -> dict[int, list[str]]:
+        """The config's tokens (or the venue's default ones) as ``{exchange_type: [token]}``, each listed
+        by the venue's instrument master; anything else is a ValueError naming it."""
+        tokens = self.config.tokens or self.venue.default_tokens()
+        if not tokens:
+            raise ValueError(f"tokens are required for the {self.config.feed} feed, e.g. tokens={{2: ['43650']}} "
+                             "or tokens=['NIFTY']")
+        master = self._names.required()
+        if not self.broker.live and self.broker.instruments is None:
+            self.broker.instruments = master     # paper checks orders against the same master
+        return self._names.resolve(tokens, master)
+
+    def _open_feed(self, tokens: dict | None, *, finish_dispatcher: bool):
         """A ``ReplayFeed`` (no venue), or a ``SmartFeed`` on the started venue's feed target; not yet started."""
         cfg = self.config
         if self.venue is None:
@@ -313,9 +373,6 @@ class LiveTrader(TickPath):
                               progress=cfg.replay.progress, name=f"kit-replay-{cfg.name}",
                               finish_dispatcher=finish_dispatcher)
         url, credentials = self.venue.feed_target()
-        tokens = cfg.tokens or self.venue.default_tokens()
-        if not tokens:
-            raise ValueError(f"tokens are required for the {cfg.feed} feed, e.g. tokens={{2: ['43650']}}")
         c = cfg.connection
         feed = SmartFeed(url, credentials, {cfg.subscription_mode: tokens}, self.dispatcher.submit,
                          parser=c.parser, reconnect=c.reconnect, heartbeat_interval=c.heartbeat_interval,
@@ -365,7 +422,7 @@ class LiveTrader(TickPath):
                 self.stop_recording()
             with self._strategy_lock:
                 if self._strategy is not None:
-                    _call_hook(self._strategy, "on_stop")
+                    self._call_hook(self._strategy, "on_stop")
                 self._running = False
             if self._holds_frozen_heap:
                 self._holds_frozen_heap = False
@@ -414,8 +471,9 @@ class LiveTrader(TickPath):
         self._controls.disarm()
 
     def resume(self) -> None:
-        """Lift the kill switch and the daily-loss stop; both stay until this is called."""
+        """Lift the kill switch, the daily-loss stop and the error budget's halt; each stays until this is called."""
         self._controls.resume()
+        self._errors.resume()
 
     def submit(self, signal: Signal, tick=None):
         """A manual order through the strategy's risk checks: ``(order, None)`` or ``(None, reason)``."""
@@ -426,6 +484,11 @@ class LiveTrader(TickPath):
         return self._controls.kill(reason, flatten=flatten, timeout=timeout)
 
     # ================================================================== what the user looks at
+    def instrument_name(self, token: str, exchange_type: int | None = None) -> str:
+        """The token's trading symbol, as the venue's instrument master spells it ("Nifty 50",
+        "NIFTY25NOV2524000CE"); the token itself when unknown. Never raises; cached."""
+        return self._names.name(token, exchange_type)
+
     @property
     def status(self) -> dict:
         """Counters and state of every part, as one flat dict (``kit.engine.status``)."""
@@ -434,15 +497,6 @@ class LiveTrader(TickPath):
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<LiveTrader {self.config.name!r} feed={self.config.feed} mode={self.mode} {state}>"
-
-
-def _call_hook(strategy, hook: str) -> None:
-    fn = getattr(strategy, hook, None)
-    if fn is not None:
-        try:
-            fn()
-        except Exception:
-            log.exception("%s.%s raised", type(strategy).__name__, hook)
 
 
 @contextlib.contextmanager

@@ -86,10 +86,11 @@ class SimVenue:
         rest, orders = self.simulator.rest, self.simulator.orders
         rc = rest.credentials
         self.session = login(Credentials(rc.api_key, rc.client_code, rc.pin, rc.totp_secret), root=rest.url)
-        return BrokerLink(self.session.client, self.session.feed, orders.url, _master(orders.master_url))
+        return BrokerLink(self.session.client, self.session.feed, orders.url, self.instruments())
 
     def instruments(self) -> "InstrumentMaster":
-        return _master(self.simulator.orders.master_url)
+        # Always fetched: a cached copy could be another simulator's that had the same port earlier today.
+        return _master(self.simulator.orders.master_url, refresh=True)
 
     def default_tokens(self) -> dict:
         from kit.sim.server import DEFAULT_TOKENS
@@ -164,15 +165,16 @@ class AngelVenue:
 def venue_for(config: TraderConfig) -> Venue | None:
     """The venue ``config.feed`` names; None for a replay."""
     if config.feed == "sim":
-        return SimVenue(config.sim, tokens=config.tokens)
+        # Symbols are resolved at start(); the simulator makes a market for any token subscribed.
+        return SimVenue(config.sim, tokens=config.tokens if isinstance(config.tokens, dict) else None)
     if config.feed == "smartapi":
         return AngelVenue(config.connection)
     return None
 
 
-def _master(url: str | None) -> "InstrumentMaster":
+def _master(url: str | None, *, refresh: bool = False) -> "InstrumentMaster":
     from kit.angel.instruments import InstrumentMaster
-    return InstrumentMaster.load(url)
+    return InstrumentMaster.load(url, refresh=refresh)
 
 
 def __getattr__(name):

@@ -28,6 +28,7 @@ import pandas as pd
 from kit.core.market import IST_ZONE
 from kit.feed.dispatch import CALLBACK
 from kit.engine.config import MetricsConfig, ReplayConfig, TraderConfig
+from kit.engine.strategy_check import check_strategy
 from kit.engine.trader import LiveTrader
 from kit.store.recording import read_recording, table_to_frame
 
@@ -48,6 +49,7 @@ def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = Non
 
         result = backtest(MyStrategy(), "data/ticks", mode="queue")
     """
+    check_strategy(strategy, assign="kit.backtest({}, ticks)")     # before any replay is loaded
     trader = LiveTrader(TraderConfig(feed="replay", replay=ReplayConfig(ticks, speed=speed, progress=progress),
                                      mode=mode, metrics=MetricsConfig(latency=latency_metrics), name=name, **config))
     trader.strategy = strategy

@@ -21,7 +21,8 @@ def simulated_master(today: date | None = None) -> list[Instrument]:
     99926000 is the NIFTY index; 43650–43654 are NIFTY calls and 43655–43659
     puts at 23,900–24,100 expiring on the nearest Tuesday (the weekly
     expiry), lot 65, tick ₹0.05. 43660–43669 are the same strikes a week
-    later, 43700 the month's future; BANKNIFTY and two shares round it off.
+    later, 43670–43699 the month's at 23,150–23,850, 43700 the month's future;
+    BANKNIFTY and two shares round it off.
     """
     today = today or today_ist()
     weekly = _weekday_on_or_after(today, 1)      # NIFTY weeklies expire on Tuesdays
@@ -44,6 +45,14 @@ def simulated_master(today: date | None = None) -> list[Instrument]:
                 token = str(first_token + side_index * len(strikes) + k)
                 rows.append(Instrument(token, f"NIFTY{code}{strike}{option_type}", "NIFTY", "NFO", 2,
                                        "OPTIDX", expiry, float(strike), option_type, 65, 0.05))
+    # 43670-43699: the month's contracts at strikes the weeklies do not have (a strip of 50 option
+    # tokens from 43650 for load tests), so no expiry ever lists a strike twice.
+    far = [23_150 + 50 * k for k in range(15)]
+    code = monthly.strftime("%d%b%y").upper()
+    for side_index, option_type in enumerate(("CE", "PE")):
+        for k, strike in enumerate(far):
+            rows.append(Instrument(str(43670 + side_index * len(far) + k), f"NIFTY{code}{strike}{option_type}",
+                                   "NIFTY", "NFO", 2, "OPTIDX", monthly, float(strike), option_type, 65, 0.05))
     rows.append(Instrument("43700", f"NIFTY{monthly.strftime('%d%b%y').upper()}FUT", "NIFTY", "NFO", 2,
                            "FUTIDX", monthly, 0.0, "", 65, 0.05))
     code = monthly.strftime("%d%b%y").upper()
