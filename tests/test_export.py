@@ -58,20 +58,22 @@ def test_the_newest_definition_of_a_redefined_class_is_exported(kernel, tmp_path
 
 
 def test_export_names_what_it_cannot_resolve(kernel, tmp_path):
-    kernel.run("import kit, kit.research.export, collections\nCACHE = collections.OrderedDict()")
-    kernel.run("class UsesObject(kit.Strategy):\n    def on_tick(self, tick):\n        return CACHE.get(tick.token)")
+    kernel.run("import kit, kit.research.export\nglobals()['SEEN'] = set()")
+    kernel.run("class UsesState(kit.Strategy):\n    def on_tick(self, tick):\n        return SEEN.add(tick.token)")
     kernel.run("class UsesMissing(kit.Strategy):\n    def on_tick(self, tick):\n        return never_run_helper(tick)")
     kernel.run("API_KEY = 'sk-live-0123456789'\n"
                "class UsesSecret(kit.Strategy):\n    def on_tick(self, tick):\n        return API_KEY and None")
     target = tmp_path / "x.py"
     out = kernel.run(f"""
-for cls in (UsesObject, UsesMissing, UsesSecret):
+for cls in (UsesState, UsesMissing, UsesSecret):
     try:
         kit.research.export.export_strategy(cls, {str(target)!r})
     except kit.research.export.ExportError as exc:
         print(cls.__name__, '->', exc)
 """)
-    assert "UsesObject -> UsesObject uses 'CACHE', a OrderedDict object with no source" in out
+    # State whose definition is in no cell cannot be exported faithfully: say what to do.
+    assert "UsesState -> UsesState uses 'SEEN', module-level state (a set) whose definition is in no cell" in out
+    assert "define SEEN = set() in a cell and run it, or build it in the strategy's __init__" in out
     assert "UsesMissing -> UsesMissing uses 'never_run_helper', which is not defined" in out
     assert "UsesSecret -> refusing to write 'API_KEY'" in out
     assert not target.exists()

@@ -1,28 +1,31 @@
 """Export a strategy class from a notebook to a standalone, runnable script.
 
     kit.export_strategy(MyStrategy, "strategies/my_strategy.py")
-    # then, on a server:  python strategies/my_strategy.py --feed sim --mode queue --duration 60
+    # then:  <the kernel's python> strategies/my_strategy.py --feed sim --duration 10
 
 The script holds the class, the imports it uses, and the helper functions,
-classes and constants it depends on from the notebook, followed by a ``main()``
-that runs it with the same command line as ``python -m kit run``.
+classes, constants and module-level state it depends on from the notebook,
+followed by a ``main()`` with the same options as ``python -m kit run``. Its
+docstring (also its ``--help``) says which Python runs it and the command.
 
-Finding the source: on Python 3.11 ``inspect.getsource`` fails for a class
-defined in a notebook cell, but every cell's code stays in ``linecache``
-under the file name its code objects carry. The class's own methods therefore
-lead to the exact cell that defined *this* version of the class (not an older
-or newer one), and ``ast`` cuts the class out of that cell. What the class
-uses is found with ``symtable`` (true free-variable analysis, so locals,
-comprehension variables and attributes are not mistaken for globals) and
-resolved against the namespace the class was defined in.
+What the class uses is found with ``symtable`` (true free-variable analysis,
+so locals, comprehension variables and attributes are not mistaken for
+globals) and resolved against the namespace the class was defined in:
 
-Anything that cannot be written faithfully stops the export with
-``ExportError`` naming it: an object with no source, a name that is not
-defined (a cell that was never run), or a value that looks like a credential.
-A credential is a value the kit registered as secret (login secrets and
-tokens) or the value of a ``SMARTAPI_*`` environment variable, which a
-strategy may have read before any login; the error names the variable and
-never shows the value.
+- anything importable from a module (built-in, standard library,
+  site-packages, the kit) becomes an ``import`` line;
+- classes and functions defined in the notebook are copied as source
+  (``kit.research.export_source`` finds it), and what they use in turn;
+- immutable constants are written as their value; module-level state (a
+  dict the strategy fills, an object) as the statement that defined it.
+
+Anything that cannot be written faithfully stops the export with one
+``ExportError`` naming it and saying what to do: an object with no source, a
+name that is not defined (a cell that was never run), state whose definition
+is in no cell, or a value that looks like a credential. A credential is a
+value the kit registered as secret (login secrets and tokens) or the value of
+a ``SMARTAPI_*`` environment variable, which a strategy may have read before
+any login; the error names the variable and never shows the value.
 """
 from __future__ import annotations
 
@@ -30,100 +33,39 @@ import ast
 import builtins
 import datetime as _dt
 import inspect
-import linecache
-import os
 import re
-import symtable
+import shlex
 import sys
-import textwrap
 import types
 from pathlib import Path
 
-from kit.angel.sdk import redactor
+from kit.research.export_secrets import refuse_secret, refuse_secret_in_script
+from kit.research.export_source import (ExportError, free_globals, initial_definition, rebound_globals,
+                                        source_of_class, source_of_function)
 
-_SECRET_NAME = re.compile(r"(?i)(api_?key|secret|passw|pin\b|^pin|totp|token|jwt|credential)")
+__all__ = ["ExportError", "default_script_path", "export_strategy", "run_command"]
+
 _LITERAL_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, list, dict, set, frozenset)
-
-
-class ExportError(RuntimeError):
-    """The strategy cannot be exported as it stands; the message names what is missing."""
-
-
-# --------------------------------------------------------------------------- finding source
-def _code_objects(obj):
-    """Code objects of the functions defined in a class body (methods, properties, static/class methods)."""
-    for value in vars(obj).values():
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
-        if isinstance(value, property):
-            value = value.fget
-        code = getattr(value, "__code__", None)
-        if code is not None:
-            yield code
-
-
-def _cell_source(filename: str) -> str | None:
-    lines = linecache.getlines(filename)
-    return "".join(lines) if lines else None
-
-
-def _source_of_class(cls) -> str:
-    try:
-        return textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        pass
-    for code in _code_objects(cls):
-        text = _cell_source(code.co_filename)
-        if text is None:
-            continue
-        tree = ast.parse(text)
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.ClassDef) and node.name == cls.__name__
-                    and node.lineno <= code.co_firstlineno <= node.end_lineno):
-                start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-                return textwrap.dedent("".join(text.splitlines(True)[start - 1:node.end_lineno]))
-    raise ExportError(f"cannot find the source of class {cls.__qualname__}: it has no methods whose "
-                      "source is still available (define it in a notebook cell or a .py file)")
-
-
-def _source_of_function(fn) -> str:
-    try:
-        return textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError) as exc:
-        raise ExportError(f"cannot find the source of function {fn.__qualname__}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- what a piece of source uses
-def _free_globals(source: str, defined: str) -> list[str]:
-    """Names that ``source`` reads from its module's globals, in first-use order."""
-    table = symtable.symtable(source, "<export>", "exec")
-    names: dict[str, None] = {}
-
-    def visit(t, top: bool) -> None:
-        for sym in t.get_symbols():
-            # At the top, everything referenced (bases, decorators, defaults) comes from
-            # the module; inside, only what the compiler resolved as an implicit global.
-            if sym.is_referenced() and (top or sym.is_global()):
-                names.setdefault(sym.get_name())
-        for child in t.get_children():
-            visit(child, False)
-
-    visit(table, True)
-    names.pop(defined, None)
-    return list(names)
+_IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), frozenset)
 
 
 # --------------------------------------------------------------------------- the export
 class _Plan:
-    """Collects the parts of the script in dependency order."""
+    """Collects the parts of the script; a part comes after everything it uses."""
 
-    def __init__(self, namespace: dict, origin: str):
-        self.namespace = namespace
-        self.origin = origin
-        self.imports: dict[str, None] = {"import kit": None}
+    def __init__(self, namespace: dict, origin: str, home: str, cells: list[str] | None):
+        self.namespace, self.origin, self.home, self.cells = namespace, origin, home, cells
+        self.imports: dict[str, None] = {}
         self.constants: list[str] = []
         self.definitions: list[str] = []
         self.done: set[str] = set()
+        self.rebound: set[str] = set()      # names a function assigns through `global`: state
+
+    def add_source(self, source: str, name: str) -> None:
+        self.rebound |= rebound_globals(source)
+        for dep in free_globals(source, name):
+            self.require(dep, name)
+        self.definitions.append(source.rstrip() + "\n")
 
     def require(self, name: str, used_by: str) -> None:
         if name in self.done:
@@ -135,38 +77,72 @@ class _Plan:
             raise ExportError(f"{used_by} uses {name!r}, which is not defined in {self.origin} "
                               "(was the cell that defines it run, or was it deleted?)")
         value = self.namespace[name]
-        if isinstance(value, types.ModuleType):
-            self.imports[f"import {value.__name__}" if value.__name__ == name
-                         else f"import {value.__name__} as {name}"] = None
-        elif _defined_elsewhere(value):
-            module, qualname = value.__module__, value.__qualname__
-            line = f"from {module} import {qualname}" if qualname == name else f"from {module} import {qualname} as {name}"
-            self.imports[line] = None
-        elif inspect.isclass(value) or inspect.isfunction(value):
-            if getattr(value, "__name__", name) != name:
-                raise ExportError(f"{used_by} uses {name!r}, an alias of {value.__name__}; use the original name")
-            source = _source_of_class(value) if inspect.isclass(value) else _source_of_function(value)
-            if inspect.isfunction(value) and value.__name__ == "<lambda>":
-                raise ExportError(f"{used_by} uses {name!r}, a lambda; write it as a def to export it")
-            for dep in _free_globals(source, name):
-                self.require(dep, name)
-            self.definitions.append(source.rstrip() + "\n")
-        elif _is_literal(value):
-            _refuse_secret(name, value, used_by)
+        if name in self.rebound:
+            return self.add_state(name, value, used_by)
+        if _is_literal(value) and _immutable(value):
+            refuse_secret(name, value, used_by)
             self.constants.append(f"{name} = {value!r}\n")
-        else:
-            raise ExportError(f"{used_by} uses {name!r}, a {type(value).__name__} object with no source code; "
-                              "build it inside the strategy (e.g. in __init__) or make it a literal constant")
+            return
+        line = _import_line(name, value, self.home, self.namespace)
+        if line is not None:
+            if line:
+                self.imports[line] = None
+            return
+        function = inspect.unwrap(value) if callable(value) and hasattr(value, "__wrapped__") else value
+        if (inspect.isclass(value) or inspect.isfunction(function)) and getattr(value, "__module__", None) == self.home:
+            if function.__name__ == "<lambda>":
+                raise ExportError(f"{used_by} uses {name!r}, a lambda; write it as a def to export it")
+            if function.__name__ != name:
+                raise ExportError(f"{used_by} uses {name!r}, an alias of {function.__name__}; use the original name")
+            # The source of a decorated function includes its decorators (functools.lru_cache...).
+            self.add_source(source_of_class(value, self.namespace) if inspect.isclass(value)
+                            else source_of_function(function), name)
+            return
+        self.add_state(name, value, used_by)
+
+    def add_state(self, name: str, value, used_by: str) -> None:
+        """Module-level state is written as the statement that defined it, not as its current contents."""
+        source = initial_definition(name, self.cells)
+        if source is None:
+            example = {dict: "{}", list: "[]", set: "set()"}.get(type(value), f"{type(value).__name__}(...)")
+            raise ExportError(f"{used_by} uses {name!r}, module-level state (a {type(value).__name__}) whose "
+                              f"definition is in no cell of {self.origin}, so the script cannot start from the same "
+                              f"state: define {name} = {example} in a cell and run it, or build it in the "
+                              f"strategy's __init__")
+        self.add_source(source, name)
 
 
-def _defined_elsewhere(value) -> bool:
-    """A class or function importable from a real module (not the notebook, not a script run as __main__)."""
+def _import_line(name: str, value, home: str, namespace: dict) -> str | None:
+    """``from time import monotonic`` for a value importable from a module; "" for a builtin; None otherwise."""
+    if isinstance(value, types.ModuleType):
+        return f"import {value.__name__}" if value.__name__ == name else f"import {value.__name__} as {name}"
+    if getattr(builtins, name, None) is value:
+        return ""
     module = getattr(value, "__module__", None)
-    if not module or module in ("__main__", "builtins") or not (inspect.isclass(value) or callable(value)):
-        return False
-    mod = sys.modules.get(module)
-    return mod is not None and getattr(mod, "__file__", None) is not None and \
-        getattr(mod, getattr(value, "__qualname__", ""), None) is value
+    public_name = getattr(value, "__name__", None) if isinstance(getattr(value, "__name__", None), str) else None
+    if module == home:
+        return None
+    candidates = []
+    if isinstance(module, str):
+        # The package first: `from kit import Signal` rather than `from kit.core.strategy import Signal`.
+        candidates += [module.partition(".")[0], module]
+    if public_name is None:
+        # An instance (sys.stdout): any loaded public module that holds it under this name.
+        candidates += sorted((m for m in list(sys.modules) if not m.startswith("_") and "._" not in m), key=len)
+    for module_name in candidates:
+        mod = sys.modules.get(module_name)
+        if mod is None or module_name in ("__main__", home) or vars(mod) is namespace:
+            continue
+        for attr in dict.fromkeys(a for a in (public_name, name) if a):
+            if vars(mod).get(attr) is value:
+                return f"from {module_name} import {attr}" + ("" if attr == name else f" as {name}")
+    return None
+
+
+def _immutable(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_immutable(item) for item in value)
+    return isinstance(value, _IMMUTABLE_TYPES)
 
 
 def _is_literal(value) -> bool:
@@ -178,85 +154,32 @@ def _is_literal(value) -> bool:
         return False
 
 
-# Secrets this long are refused anywhere in the script; shorter ones (a 4-digit PIN, a TOTP
-# code, a client code) only as a whole string literal, or every year-like number would match.
-_MIN_INSIDE = 8
-_READ_IT = "Read it from the environment in the strategy instead (os.environ, or kit.angel.session.Credentials.from_env())."
-
-
-def _known_secrets() -> list[tuple[str, str, bool]]:
-    """``(value, what it is, refused inside longer text)``: registered secrets and ``SMARTAPI_*`` values."""
-    known = {s: ("a credential the kit registered (a login secret or token)", len(s) >= _MIN_INSIDE)
-             for s in redactor.secrets()}
-    for var, value in sorted(os.environ.items()):
-        value = value.strip()
-        if var.startswith("SMARTAPI_") and len(value) >= 4:
-            # URLs, paths and the client code are refused only as the whole value.
-            known[value] = (f"the value of ${var}", len(value) >= _MIN_INSIDE and bool(_SECRET_NAME.search(var)))
-    return [(value, what, inside) for value, (what, inside) in known.items()]
-
-
-def _strings(value):
-    """Every str (and bytes, decoded) inside a literal value, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, bytes):
-        yield value.decode("latin-1")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, (tuple, list, set, frozenset)):
-        for item in value:
-            yield from _strings(item)
-
-
-def _secret_in(strings) -> str | None:
-    """What secret one of ``strings`` equals or contains (``"the value of $SMARTAPI_API_KEY"``), or None."""
-    known = _known_secrets()
-    for text in strings:
-        for value, what, inside in known:
-            if text == value or (inside and value in text):
-                return what
-    return None
-
-
-def _refuse_secret(name: str, value, used_by: str) -> None:
-    found = _secret_in(_strings(value))
-    if found is None and _SECRET_NAME.search(name) and isinstance(value, str):
-        found = "its name says it is a credential"
-    if found is not None:
-        raise ExportError(f"refusing to write {name!r} (used by {used_by}) into a script: {found}. {_READ_IT}")
-
-
-def _refuse_secret_in_script(text: str) -> None:
-    """The whole script: long secrets anywhere (comments too), short ones as a whole string literal."""
-    literals = [node.value if isinstance(node.value, str) else node.value.decode("latin-1")
-                for node in ast.walk(ast.parse(text))
-                if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes))]
-    found = _secret_in([text, *literals])
-    if found is not None:
-        raise ExportError(f"refusing to write the script: it would contain {found}. {_READ_IT}")
-
-
 SCRIPT_TEMPLATE = '''\
 #!/usr/bin/env python3
 """{name}, exported from {origin} on {date} by kit.export_strategy.
 
-Run it headless; in queue mode the consumer runs on the main thread, and
-Ctrl-C stops cleanly and prints the metrics summary:
+Run it with a Python that has the kit package installed, such as the one
+that exported it ({python}); from any directory on this machine:
 
-    python {filename} --feed sim --mode queue --duration 60
-    python {filename} --feed replay recordings/session --mode callback
-    python {filename} --help
+    {command} --feed sim --duration 10
+    {command} --feed replay recordings/session --mode callback
+    {command} --help
+
+Elsewhere, install the kit there first (pip install <the kit's repository>).
+It runs headless; in queue mode the consumer runs on the main thread, and
+Ctrl-C stops cleanly and prints the metrics summary.
 """
+try:
+    import kit
+except ModuleNotFoundError as exc:
+    raise SystemExit(f"{{exc}}: this script needs the kit package. Run it with {python}") from None
 {imports}
 {constants}
 {definitions}
 
 def main(argv=None) -> int:
-    from kit.__main__ import run_strategy_cli
-    return run_strategy_cli({name}, argv, prog={filename!r})
+    from kit.research.export_run import run_exported
+    return run_exported({name}, argv, prog={filename!r}, doc=__doc__)
 
 
 if __name__ == "__main__":
@@ -270,31 +193,53 @@ def default_script_path(cls) -> Path:
     return Path("strategies") / f"{snake}.py"
 
 
+def run_command(path: str | Path) -> str:
+    """The command that runs an exported script here: this Python (it has the kit) and the script's absolute path."""
+    return f"{_python_command()} {shlex.quote(str(Path(path).resolve()))}"
+
+
+def _python_command() -> str:
+    python = shlex.quote(sys.executable or "python3")
+    if _kit_installed():
+        return python
+    return f"PYTHONPATH={shlex.quote(str(Path(__file__).resolve().parents[2]))} {python}"
+
+
+def _kit_installed() -> bool:
+    """Whether this Python finds the kit without a path set by hand (sys.path.insert in a notebook)."""
+    from importlib.metadata import packages_distributions
+    return "kit" in packages_distributions()
+
+
 def export_strategy(cls, path: str | Path, *, namespace: dict | None = None, overwrite: bool = True) -> Path:
     """Write ``cls`` and what it depends on to ``path`` as a runnable script; return the path.
 
     ``namespace`` defaults to the globals the class was defined in (a notebook's
-    user namespace, or its module's).
+    user namespace, or its module's). Raises one ``ExportError`` per problem,
+    its message saying what to change.
     """
     if not inspect.isclass(cls) or not callable(getattr(cls, "on_tick", None)):
         raise ExportError(f"{cls!r} is not a strategy class (it needs an on_tick method)")
+    module = sys.modules.get(cls.__module__)
     if namespace is None:
-        namespace = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
-    origin = "the notebook" if cls.__module__ == "__main__" else f"module {cls.__module__}"
-    plan = _Plan(namespace, origin)
+        namespace = vars(module) if module is not None else {}
+    notebook = cls.__module__ == "__main__" and not getattr(module, "__file__", None)
+    origin = "the notebook" if notebook else f"module {cls.__module__}"
+    # Where module-level state is defined: the notebook's cells, or the module's file.
+    cells = None if notebook or module is None else [module.__file__]
+    plan = _Plan(namespace, origin, cls.__module__, cells)
     plan.done.add(cls.__name__)
-    source = _source_of_class(cls)
-    for dep in _free_globals(source, cls.__name__):
-        plan.require(dep, cls.__name__)
-    plan.definitions.append(source.rstrip() + "\n")
+    plan.add_source(source_of_class(cls, namespace), cls.__name__)
+    plan.imports.pop("import kit", None)     # the script's first import, with its own message
     path = Path(path)
     text = SCRIPT_TEMPLATE.format(
         name=cls.__name__, origin=origin, date=_dt.date.today().isoformat(), filename=path.name,
+        python=_python_command(), command=run_command(path),
         imports="\n".join(sorted(plan.imports)) + "\n",
         constants="".join(plan.constants),
         definitions="\n\n".join(plan.definitions))
     ast.parse(text)  # never write a script that does not compile
-    _refuse_secret_in_script(text)
+    refuse_secret_in_script(text)
     if path.exists() and not overwrite:
         raise ExportError(f"{path} exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
