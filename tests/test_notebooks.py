@@ -203,8 +203,10 @@ def test_latency_ab_measures_each_mode_on_one_feed(offline):
     ratios = cell_with(cells, "total = summary.xs").outputs[0].text
     assert "poll is" in ratios and "x queue" in ratios and "x callback" in ratios
     # the plot: one distribution per mode, one point per measured tick
-    plot = cell_with(cells, "fig = go.Figure()").outputs[0].data["application/vnd.plotly.v1+json"]
+    plot = cell_with(cells, "from kit.research.charts import latency_cdf_figure").outputs[0].data["application/vnd.plotly.v1+json"]
     assert [t["name"].split()[0] for t in plot["data"]] == ["poll", "queue", "callback"]
+    from kit.research.palette import MODE_COLORS      # the dashboard's colours
+    assert {t["name"].split()[0]: t["line"]["color"] for t in plot["data"]} == MODE_COLORS
 
 
 def _secrets_absent(text: str, secrets: dict) -> None:

@@ -140,7 +140,7 @@ def test_charts_hold_the_ticks_and_signals_after_a_refresh(trader):
     # each marker sits on the price of the tick that produced its signal, at that tick's time
     assert list(buys.y) == trader.strategy.prices["BUY"] and list(sells.y) == trader.strategy.prices["SELL"]
     assert set(buys.x) | set(sells.x) <= set(price.x)
-    assert TOKEN in dash.price_fig.layout.title.text
+    assert dash.price_fig.layout.title.text.startswith(trader.instrument_name(TOKEN, 2) + " ")
 
     publish(trader, 30)                         # the window is rolling: the oldest points leave
     dash.refresh()
@@ -154,7 +154,7 @@ def test_charts_hold_the_ticks_and_signals_after_a_refresh(trader):
     assert list(queue.x) == ["dispatch", "strategy", "order", "total"]
     assert all(v is not None and v > 0 for v in queue.y)
     assert all(e >= 0 for e in queue.error_y.array)      # p99 >= p50
-    assert all(v is None for v in latency["poll"].y)      # no tick went through poll
+    assert len(latency["poll"].x) == len(latency["poll"].y) == 0      # no tick went through poll: no bar
 
     ticks_per_s, depth = dash.throughput_fig.data
     assert len(ticks_per_s.y) == dash.refreshes and len(depth.y) == dash.refreshes
@@ -171,6 +171,7 @@ def test_kill_switch_halts_trading_and_cancels_open_orders(trader):
     dash.kill_button.click()
     assert trader.risk.halted
     assert (trader.broker.orders_df()["status"] == "CANCELLED").sum() == 5
+    dash.refresh()
     assert "5 open order(s) cancelled" in dash.message.value
 
     publish(trader, 3)                          # the feed keeps running, new signals are refused
@@ -181,9 +182,12 @@ def test_kill_switch_halts_trading_and_cancels_open_orders(trader):
     assert "TRADING HALTED" in dash.status_line.value
     assert len(dash.price_fig.data[3].x) == 3   # rejected signals are drawn as such
 
-    trader.risk.resume()
+    assert not dash.resume_button.disabled
+    dash.resume_button.click()
+    assert not trader.risk.halted
     dash.refresh()
-    assert not dash.kill_button.disabled
+    assert not dash.kill_button.disabled and dash.resume_button.disabled
+    assert "TRADING HALTED" not in dash.status_line.value and "resumed" in dash.message.value
 
 
 def test_refresh_thread_streams_and_rerunning_the_cell_leaves_one_writer(trader):
@@ -218,7 +222,8 @@ def test_a_new_trader_with_the_same_name_and_its_dashboard_replace_the_old_ones(
         assert not trader.running
         assert wait_until(lambda: "REPLACED" in old_dash.status_line.value, 10)
         old_dash.start_button.click()                     # must not bring the old feed back
-        assert not trader.running and "replaced" in old_dash.message.value
+        assert not trader.running
+        assert wait_until(lambda: "replaced" in old_dash.message.value, 10)
         new_dash = kit.dashboard(new_trader, interval=0.1)
         assert not old_dash.refreshing and trader._tick_listeners.current == ()
         assert new_dash.refreshing and len(dashboard_threads(trader.config.name)) == 1
@@ -234,3 +239,160 @@ def test_refresh_rate_is_bounded():
             kit.dashboard(t, interval=0.05)
     finally:
         t.close()
+
+
+# ---------------------------------------------------------------------- honest charts
+class BuyOnce(Strategy):
+    """Buys one lot on the first tick, then nothing: a position to flatten."""
+
+    def __init__(self):
+        self.bought = False
+
+    def on_tick(self, tick):
+        if not self.bought:
+            self.bought = True
+            return Signal.buy(tick, qty=65, reason="open")
+        return None
+
+
+def fails_on_tick(tick):
+    raise ValueError(f"no price model for {tick.token}")
+
+
+class Raises(Strategy):
+    def on_tick(self, tick):
+        return fails_on_tick(tick)
+
+
+def bars(dash) -> dict:
+    """Per mode: (orientation, number of x values, number of y values) of its latency trace."""
+    return {t.name: (t.orientation, len(t.x or ()), len(t.y or ())) for t in dash.latency_fig.data}
+
+
+def test_a_dashboard_created_after_start_draws_vertical_bars_only_for_modes_with_data(trader):
+    trader.strategy = kit.examples.Null()        # no signal, so no order stage
+    trader.start()
+    publish(trader, 30)
+    dash = kit.dashboard(trader, interval=None)  # as notebook 03 does: the trader already runs
+    assert bars(dash) == {"poll": ("v", 0, 0), "queue": ("v", 3, 3), "callback": ("v", 0, 0)}
+    assert list(dash.latency_fig.data[1].x) == ["dispatch", "strategy", "total"]
+
+    dash.mode_toggle.value = "callback"
+    publish(trader, 30)
+    dash.refresh()
+    assert bars(dash) == {"poll": ("v", 0, 0), "queue": ("v", 3, 3), "callback": ("v", 3, 3)}
+
+    again = kit.dashboard(trader, interval=None)  # the cell is run again
+    assert bars(again) == {"poll": ("v", 0, 0), "queue": ("v", 3, 3), "callback": ("v", 3, 3)}
+
+
+def test_time_axes_are_ist_whatever_the_machines_zone(trader):
+    from datetime import datetime, timedelta, timezone
+    trader.start()
+    dash = kit.dashboard(trader, interval=None)
+    publish(trader, 5)
+    dash.refresh()
+    ist_now = datetime.now(timezone.utc) + timedelta(hours=5, minutes=30)
+    for fig in (dash.price_fig, dash.throughput_fig):
+        assert fig.layout.xaxis.title.text == "IST"
+        shown = datetime.fromisoformat(str(fig.data[0].x[-1]))
+        assert abs(shown - ist_now.replace(tzinfo=None)) < timedelta(seconds=30), (shown, ist_now)
+
+
+def test_a_pause_in_the_feed_is_a_break_in_the_price_line(trader):
+    import math
+    from kit.ui.figures import with_gaps
+    x, y = with_gaps([0, 1_000_000_000, 10_000_000_000, 11_000_000_000], [1.0, 2.0, 3.0, 4.0])
+    assert list(x) == sorted(x) and len(x) == 5 and math.isnan(y[2])     # 9 s apart: a break between
+    assert [v for v in y if not math.isnan(v)] == [1.0, 2.0, 3.0, 4.0]
+
+    trader.start()
+    dash = kit.dashboard(trader, interval=None, token=TOKEN)
+    publish(trader, 5)
+    dash.refresh()
+    assert not any(math.isnan(v) for v in dash.price_fig.data[0].y)
+    trader.stop()                      # a stop and a start, however quick, break the line
+    trader.start()
+    publish(trader, 5)
+    dash.refresh()
+    line = list(dash.price_fig.data[0].y)
+    assert len(line) == 11 and math.isnan(line[5]) and not any(math.isnan(v) for v in line[:5] + line[6:])
+
+
+def test_instruments_are_shown_by_trading_symbol(trader):
+    trader.start()
+    dash = kit.dashboard(trader, interval=None, token=TOKEN)
+    publish(trader, 3)
+    dash.refresh()
+    symbol = trader.instrument_name(TOKEN, 2)
+    assert symbol != TOKEN and symbol.startswith("NIFTY")
+    assert (symbol, TOKEN) in dash.token_select.options and dash.token_select.value == TOKEN
+    assert dash.price_fig.layout.title.text.startswith(symbol)
+
+
+def test_one_palette_for_the_dashboard_and_the_research_charts(trader):
+    from kit.research import charts, palette
+    trader.start()
+    publish(trader, 10)
+    trader.mode = "callback"
+    publish(trader, 10)
+    dash = kit.dashboard(trader, interval=None)
+    dashboard_colours = {t.name: t.marker.color for t in dash.latency_fig.data}
+    cdf = charts.latency_cdf_figure(trader.metrics)
+    cdf_colours = {t.name.split()[0]: t.line.color for t in cdf.data}
+    assert dashboard_colours == palette.MODE_COLORS
+    assert cdf_colours == {m: palette.MODE_COLORS[m] for m in ("queue", "callback")}   # poll has no data
+
+
+def test_queue_depth_axis_has_integer_ticks(trader):
+    dash = kit.dashboard(trader, interval=None)
+    axis = dash.throughput_fig.layout.yaxis2
+    assert axis.tickformat == "d" and axis.dtick >= 1 and axis.rangemode == "tozero"
+
+
+# ---------------------------------------------------------------------- Flatten, Resume, errors, messages
+def test_flatten_closes_the_position_and_resume_reopens_the_gate(trader):
+    trader.strategy = BuyOnce()
+    trader.start()
+    dash = kit.dashboard(trader, interval=None, token=TOKEN)
+    publish(trader, 2)                     # the buy, then its fill
+    assert trader.broker.position(TOKEN).qty == 65
+    dash.refresh()
+    assert dash.resume_button.disabled and not dash.flatten_button.disabled
+
+    dash.flatten_button.click()            # off the kernel thread: wait for its report
+    assert wait_until(lambda: "closing order(s) sent" in dash._message[0], 15)
+    assert trader.risk.halted
+    publish(trader, 1)                     # paper: the closing order fills on the next tick
+    assert trader.broker.position(TOKEN).qty == 0
+    dash.refresh()
+    assert "1 closing order(s) sent" in dash.message.value and "TRADING HALTED" in dash.status_line.value
+    assert not dash.resume_button.disabled and dash.kill_button.disabled
+
+    dash.resume_button.click()
+    assert not trader.risk.halted
+    dash.refresh()
+    assert dash.resume_button.disabled and "TRADING HALTED" not in dash.status_line.value
+
+
+def test_a_strategy_error_on_the_tick_thread_shows_its_traceback(trader):
+    trader.start()
+    dash = kit.dashboard(trader, interval=None)
+    dash.refresh()
+    assert dash.errors_box.value == ""
+    trader.strategy = Raises()
+    publish(trader, 3)
+    dash.refresh()
+    box = dash.errors_box.value
+    assert "<details" in box and "ValueError: no price model for" in box
+    assert "Traceback" in box and "fails_on_tick" in box      # the frame that raised, not only its message
+
+
+def test_the_message_line_clears_on_the_next_action(trader, tmp_path):
+    dash = kit.dashboard(trader, interval=None)
+    dash.export_button.click()             # no strategy: an error
+    dash.refresh()
+    assert "export failed" in dash.message.value or "no strategy" in dash.message.value
+    dash.mode_toggle.value = "callback"
+    dash.refresh()
+    assert "no strategy" not in dash.message.value and "mode callback" in dash.message.value

@@ -4,6 +4,7 @@ Research code imports this; the engine never does (trading code imports no UI).
 
     fig = kit.research.charts.backtest_figure(result)          # same as result.plot()
     fig = kit.research.charts.candles_figure(kit.history(...))
+    fig = kit.research.charts.latency_cdf_figure(trader.metrics)  # each mode's share of ticks within a time
     fig.show()                                         # or display(fig) in a notebook
 """
 from __future__ import annotations
@@ -13,7 +14,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-BUY_COLOUR, SELL_COLOUR = "#1a9850", "#d73027"
+from kit.research import palette
+
+BUY_COLOUR, SELL_COLOUR = palette.BUY, palette.SELL
 
 
 def decimate(x: pd.Series, y: pd.Series, max_points: int) -> tuple[pd.Series, pd.Series]:
@@ -59,7 +62,7 @@ def backtest_figure(result, token: str | None = None, exchange_type: int | None 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.04,
                         subplot_titles=(f"{token} (exchange type {exchange_type})", "P&L (₹)"))
     x, y = decimate(mine["time"], mine["ltp"], max_points)
-    fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name="ltp", line={"width": 1, "color": "#4c72b0"}),
+    fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name="ltp", line={"width": 1, "color": palette.PRICE}),
                   row=1, col=1)
     fills = result.fills
     if len(fills):
@@ -76,8 +79,8 @@ def backtest_figure(result, token: str | None = None, exchange_type: int | None 
     equity = result.equity
     if len(equity):
         times = equity.index.to_series()
-        for column, style in (("total", {"width": 1.5, "color": "#333"}),
-                              ("realized", {"width": 1, "color": "#999", "dash": "dot"})):
+        for column, style in (("total", {"width": 1.5, "color": palette.PNL}),
+                              ("realized", {"width": 1, "color": palette.REALIZED, "dash": "dot"})):
             ex, ey = decimate(times, equity[column], max_points)
             fig.add_trace(go.Scattergl(x=ex, y=ey, mode="lines", name=column, line=style), row=2, col=1)
     fig.update_layout(title=title or f"Backtest: total P&L ₹{result.pnl['total']:,.2f} over {len(result.fills)} fills",
@@ -91,7 +94,7 @@ def candles_figure(candles: pd.DataFrame, title: str = "") -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     fig.add_trace(go.Candlestick(x=candles.index, open=candles["open"], high=candles["high"], low=candles["low"],
                                  close=candles["close"], name="price"), row=1, col=1)
-    fig.add_trace(go.Bar(x=candles.index, y=candles["volume"], name="volume", marker_color="#8da0cb"), row=2, col=1)
+    fig.add_trace(go.Bar(x=candles.index, y=candles["volume"], name="volume", marker_color=palette.VOLUME), row=2, col=1)
     # NSE hours only: hide nights and weekends so the candles sit side by side.
     breaks = [{"bounds": ["sat", "mon"]}]
     if len(candles) and (candles.index.hour != 0).any():   # intraday candles: hide the nights too
@@ -99,4 +102,21 @@ def candles_figure(candles: pd.DataFrame, title: str = "") -> go.Figure:
     fig.update_xaxes(rangebreaks=breaks)
     fig.update_layout(title=title, xaxis_rangeslider_visible=False, height=560, showlegend=False,
                       margin={"l": 60, "r": 20, "t": 50 if title else 20, "b": 40})
+    return fig
+
+
+def latency_cdf_figure(metrics, modes=palette.MODE_ORDER, stage: str = "total") -> go.Figure:
+    """Each dispatch mode's share of ticks handled within a given time (log µs), in the kit's mode colours.
+
+    ``metrics`` is ``trader.metrics``; a mode without samples is left out.
+    """
+    fig = go.Figure()
+    for mode in modes:
+        s = np.sort(metrics.samples(mode, stage)) / 1e3
+        if s.size:
+            fig.add_scatter(x=s, y=np.arange(1, s.size + 1) / s.size, mode="lines", name=f"{mode} ({s.size:,} ticks)",
+                            line={"color": palette.mode_color(mode)})
+    fig.update_layout(xaxis={"type": "log", "title": f"{stage} latency, µs"},
+                      yaxis={"title": "share of ticks", "tickformat": ".0%", "rangemode": "tozero"},
+                      height=380, margin={"t": 40}, title=f"{stage} latency per dispatch mode")
     return fig

@@ -1,0 +1,96 @@
+"""What the dashboard says in words: the badge, the status line, the last strategy error.
+
+Pure functions from the trader's state to HTML; the refresh thread writes
+what they return into the widgets.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+from kit.research import palette
+
+ERROR_ROWS = 5          # strategy errors listed under the traceback, newest first
+
+
+def badge(text: str, color: str, detail: str) -> str:
+    return (f'<span style="background:{color};color:white;font-weight:bold;padding:3px 8px;'
+            f'border-radius:4px">{text}</span> <span style="color:{palette.MUTED}">{html.escape(detail)}</span>')
+
+
+def status_html(status: dict, rate: float, trader, replaced: bool) -> str:
+    connected = (f'<b style="color:{palette.OK}">● connected</b>' if status["connected"]
+                 else f'<b style="color:{palette.ERROR}">○ not connected</b>')
+    state = "running" if status["running"] else "stopped"
+    pnl = status["pnl"]
+    pnl_color = palette.OK if pnl >= 0 else palette.ERROR
+    parts = [
+        connected, state,
+        f"mode <b>{status['mode']}</b>",
+        f"ticks <b class='kit-ticks'>{status['ticks_processed']:,}</b> · <b>{rate:,.1f}</b>/s",
+        f"queue {status['queue_depth']:,} (max {status['max_queue_depth']:,}) · dropped {status['dropped']:,}",
+        f"signals {status['signals']:,} (rejected {status['rejected_signals']:,})",
+        f"strategy errors <b class='kit-errors'>{status['strategy_errors']:,}</b>",
+        f"reconnects {status['reconnects']:,}",
+        f"P&amp;L <b style='color:{pnl_color}'>₹{pnl:,.2f}</b> (realized {status['realized_pnl']:,.2f})",
+    ]
+    if replaced:
+        parts.insert(0, f"<b style='color:{palette.ERROR}'>REPLACED: a newer trader of this name exists;"
+                        " run kit.dashboard(trader) again</b>")
+    if status["halted"]:
+        # The kill switch, a Flatten, or the strategy error budget: the reason says which.
+        parts.append(f"<b class='kit-halted' style='color:{palette.ERROR}'>TRADING HALTED "
+                     f"({html.escape(status['halt_reason'])})</b>")
+    elif status["orders_blocked"] and status["running"]:
+        # Why orders are refused now: not armed, a journal that cannot be written, positions unchecked.
+        parts.append(f"<b class='kit-halted' style='color:{palette.ERROR}'>ORDERS BLOCKED: "
+                     f"{html.escape(status['orders_blocked'][:160])}</b>")
+    return '<div style="font-family:monospace;font-size:12px">' + " | ".join(parts) + "</div>"
+
+
+def last_error(trader) -> tuple[str, str]:
+    """``(one line, full traceback)`` of the strategy's last error; ``("", "")`` if none."""
+    line = getattr(trader, "last_strategy_error", "") or ""
+    trace = getattr(trader, "last_strategy_traceback", "") or ""
+    return line, trace or line
+
+
+def errors_html(count: int, line: str, trace: str, errors=None) -> str:
+    """The last strategy error, collapsed: its one line as the summary, the traceback and the
+    latest errors (``trader.errors``) inside. Empty while the strategy has never raised."""
+    if not count:
+        return ""
+    table = ""
+    if errors is not None and len(errors):
+        table = _errors_table(errors.tail(ERROR_ROWS).iloc[::-1])
+    return (f"<details class='kit-error' style='font-size:12px;color:{palette.ERROR}'>"
+            f"<summary>strategy error #{count:,}: {html.escape(line[:200])} (traceback)</summary>"
+            f"<pre class='kit-traceback' style='font-size:11px;max-height:260px;overflow:auto;"
+            f"color:#222;background:#fff5f5;padding:6px'>{html.escape(trace)}</pre>{table}</details>")
+
+
+def _errors_table(frame) -> str:
+    rows = []
+    for _, row in frame.iterrows():
+        when = row.get("time")
+        rows.append("<tr>" + "".join(f"<td style='padding:0 8px'>{html.escape(str(v))}</td>" for v in (
+            ist_time(when), row.get("symbol", row.get("token", "")), row.get("hook", ""),
+            row.get("exception", ""), str(row.get("message", ""))[:120])) + "</tr>")
+    head = "".join(f"<th style='padding:0 8px;text-align:left'>{h}</th>"
+                   for h in ("time (IST)", "symbol", "hook", "exception", "message"))
+    return f"<table style='font-size:11px'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def ist_time(when) -> str:
+    """A timestamp (pandas, datetime, or epoch seconds) as IST HH:MM:SS.mmm, for a table."""
+    if when is None:
+        return ""
+    try:
+        import pandas as pd
+        stamp = pd.Timestamp(when, unit="s") if isinstance(when, (int, float, np.number)) else pd.Timestamp(when)
+        if stamp.tzinfo is None:    # naive: taken as UTC, the engine's clock
+            stamp = stamp.tz_localize("UTC")
+        return stamp.tz_convert("Asia/Kolkata").strftime("%H:%M:%S.%f")[:-3]
+    except (ValueError, TypeError):
+        return str(when)
