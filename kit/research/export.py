@@ -187,6 +187,19 @@ if __name__ == "__main__":
 '''
 
 
+def _import_block(lines) -> str:
+    """``import x`` lines, then one ``from m import a, b`` line per module, sorted."""
+    plain, names = [], {}
+    for line in lines:
+        if line.startswith("from "):
+            module, _, what = line[5:].partition(" import ")
+            names.setdefault(module, []).append(what)
+        else:
+            plain.append(line)
+    return "".join(f"{line}\n" for line in sorted(plain)) + \
+        "".join(f"from {m} import {', '.join(sorted(names[m]))}\n" for m in sorted(names))
+
+
 def default_script_path(cls) -> Path:
     """``strategies/<snake_case class name>.py``, where the dashboard's Export button writes."""
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
@@ -235,7 +248,7 @@ def export_strategy(cls, path: str | Path, *, namespace: dict | None = None, ove
     text = SCRIPT_TEMPLATE.format(
         name=cls.__name__, origin=origin, date=_dt.date.today().isoformat(), filename=path.name,
         python=_python_command(), command=run_command(path),
-        imports="\n".join(sorted(plan.imports)) + "\n",
+        imports=_import_block(plan.imports),
         constants="".join(plan.constants),
         definitions="\n\n".join(plan.definitions))
     ast.parse(text)  # never write a script that does not compile

@@ -41,7 +41,10 @@ def run_exported(strategy_class, argv=None, *, prog: str | None = None, doc: str
               f"for {duration or 'ever'} s (Ctrl-C stops)", flush=True)
         started = time.monotonic()
         trader.run(duration=duration)
+        # run() starts the feed, then consumes for `duration`: a full run is reported as that long.
         elapsed = time.monotonic() - started
+        if duration and elapsed >= duration:
+            elapsed = duration
     trader.close()
     print_report(trader)
     if args.signals_out:

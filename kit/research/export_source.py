@@ -195,8 +195,8 @@ def free_globals(source: str, defined: str) -> list[str]:
     def visit(table, top: bool) -> None:
         for sym in table.get_symbols():
             # At the top, everything referenced (bases, decorators, defaults, a value's
-            # expression) comes from the module; inside, only implicit globals.
-            if sym.is_referenced() and (top or sym.is_global()):
+            # expression) comes from the module; inside, globals read or rebound (`global n`).
+            if (sym.is_referenced() and (top or sym.is_global())) or (not top and sym.is_declared_global()):
                 names.setdefault(sym.get_name())
         for child in table.get_children():
             visit(child, False)
