@@ -147,6 +147,48 @@ def test_queue_overflow_drops_the_oldest_and_counts_exactly(sim, in_tmp_cwd):
         trader.stop()
 
 
+def test_max_depth_never_reads_above_queue_size_even_when_the_consumer_empties_a_full_queue():
+    import queue
+
+    from kit.feed.dispatch import Dispatcher
+
+    class ConsumerWinsTheRace(queue.SimpleQueue):
+        """A full queue that the consumer empties between the producer's qsize() and get_nowait()."""
+        race = False
+
+        def get_nowait(self):
+            if self.race:
+                while self.qsize():
+                    super().get_nowait()
+            return super().get_nowait()
+
+    d = Dispatcher(lambda tick, via: None, QUEUE, maxsize=10)     # no consumer: the queue fills
+    d._queue = ConsumerWinsTheRace()
+    for n in range(25):
+        d.submit(n)
+    assert (d.depth, d.max_depth, d.dropped) == (10, 10, 15)    # full: the oldest dropped, depth at its bound
+    d._queue.race = True
+    d.submit(25)
+    assert d.max_depth == 10 and d.depth == 1
+
+
+def test_ticks_per_s_of_each_mode_counts_only_the_time_spent_in_that_mode():
+    from kit.engine.metrics import LatencyMetrics
+    ms = 1_000_000
+    metrics = LatencyMetrics(window=1000)
+    # 1,000 ticks/s throughout: queue for 100 ms, callback for 100 ms, queue again for 100 ms.
+    for via, start in ((QUEUE, 0), (CALLBACK, 100), (QUEUE, 200)):
+        for k in range(100):
+            t = (start + k) * ms
+            metrics.record(via, t - 5_000, t, t + 12_345)
+    summary = metrics.summary()
+    assert summary.loc[(QUEUE, "dispatch"), "ticks_per_s"] == 1000.0       # was 199 / 0.299 s = 665.6
+    assert summary.loc[(CALLBACK, "dispatch"), "ticks_per_s"] == 1000.0
+    assert summary.loc[(QUEUE, "strategy"), "p50_us"] == 12.3               # rounded for reading
+    assert summary.loc[(QUEUE, "total"), "p99_us"] == 17.3
+    assert list(summary.columns) == ["ticks", "samples", "ticks_per_s", "p50_us", "p90_us", "p99_us", "max_us"]
+
+
 @pytest.mark.parametrize("mode", [QUEUE, CALLBACK])
 def test_a_raising_strategy_does_not_stop_the_stream(sim, in_tmp_cwd, mode, caplog):
     class Flaky(Recorder):

@@ -242,3 +242,61 @@ def test_instrument_names_come_from_the_venue_master(sim, in_tmp_cwd):
     assert trader.instrument_name(TOKEN) == trader.instrument_name(TOKEN, 2) == option.symbol
     assert trader.instrument_name("12345678", 2) == "12345678"          # unknown: the token itself
     trader.close()
+
+
+# --------------------------------------------------------------------------- config shapes
+@pytest.mark.parametrize("tokens, error, message", [
+    ("NIFTY", TypeError, r"^tokens='NIFTY' is one string; tokens takes \{exchange_type: \[token, \.\.\.\]\}, "
+                         r"e.g. tokens=\{2: \['43650', '43651'\], 1: \['99926000'\]\}, or a list of trading symbols, "
+                         r"e.g. tokens=\['NIFTY', 'BANKNIFTY'\] \(tokens=\['NIFTY'\]\)$"),
+    ({2: "43650"}, TypeError, r"^tokens\[2\] is '43650': each exchange type takes a list of tokens, "
+                              r"e.g. tokens=\{2: \['43650'\]\}"),
+    ({"NFO": ["43650"]}, ValueError, r"^tokens has the key 'NFO': keys are exchange types, ints among"),
+    ([43650], TypeError, r"43650 is not one \(a token needs its exchange type: tokens=\{2: \['43650'\]\}\)"),
+    ([], ValueError, r"^tokens is empty; tokens takes"),
+    (43650, TypeError, r"^tokens is a int; tokens takes"),
+])
+def test_tokens_of_the_wrong_shape_fail_when_the_config_is_built(tokens, error, message):
+    with pytest.raises(error, match=message):
+        kit.TraderConfig(feed="sim", tokens=tokens)
+
+
+def test_tokens_in_either_shape_are_kept_canonical():
+    assert kit.TraderConfig(tokens={2: [43650, "43651"], 1: ("99926000",)}).tokens == \
+        {2: ["43650", "43651"], 1: ["99926000"]}
+    assert kit.TraderConfig(tokens=("NIFTY", "SBIN-EQ")).tokens == ["NIFTY", "SBIN-EQ"]
+
+
+def test_symbols_are_resolved_through_the_venue_master_at_start(sim, in_tmp_cwd):
+    option = next(i for i in kit.SimVenue(simulator=sim).instruments().options("NIFTY", spot=24_000, width=0))
+    trader = make_trader(sim, tokens=["NIFTY", "SBIN", option.symbol], mode=QUEUE)
+    seen = set()
+    trader.add_tick_listener(lambda tick: seen.add((tick.exchange_type, tick.token)))
+    started(trader, sim)
+    try:
+        sim.publish(2)
+        assert wait_until(lambda: len(seen) == 3, 20), trader.status
+        assert seen == {(1, "99926000"), (1, "3045"), (2, option.token)}
+    finally:
+        trader.close()
+
+
+def test_unknown_symbols_and_tokens_fail_at_start_on_the_simulator_too(sim, in_tmp_cwd):
+    trader = make_trader(sim, tokens=["NIFTY", "NIFTYY"])
+    with pytest.raises(ValueError, match=r"^'NIFTYY' is not a trading symbol in the instrument master \(http://127"):
+        trader.start()
+    assert not trader.running and trader.feed is None
+    trader.close()
+    trader = make_trader(sim, tokens={2: ["43650", "99999"]})
+    with pytest.raises(ValueError, match=r"^'99999' \(exchange type 2\) is not in the instrument master"):
+        trader.start()
+    assert not trader.running
+    trader.close()
+    # The same on an embedded simulator the trader starts itself: no invented prices for an unknown token.
+    own = kit.LiveTrader(kit.TraderConfig(feed="sim", tokens={1: ["123"]}, name="mistakes-own-sim"))
+    try:
+        with pytest.raises(ValueError, match=r"^'123' \(exchange type 1\) is not in the instrument master"):
+            own.start()
+        assert not own.running and own.ticks_processed == 0
+    finally:
+        own.close()

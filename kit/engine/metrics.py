@@ -29,7 +29,8 @@ STAGES = ("dispatch", "strategy", "order", "total")
 
 class _Ring:
     """Per-mode storage: parallel int64 rings plus counters."""
-    __slots__ = ("dispatch", "strategy", "total", "order", "n", "n_orders", "first_ns", "last_ns")
+    __slots__ = ("dispatch", "strategy", "total", "order", "n", "n_orders", "first_ns", "last_ns", "spent_ns",
+                 "entered_ns")
 
     def __init__(self, window: int):
         zeros = bytes(8 * window)
@@ -41,6 +42,12 @@ class _Ring:
         self.n_orders = 0
         self.first_ns = 0
         self.last_ns = 0
+        self.spent_ns = 0       # time in this mode before its current stretch: from its entry to the next switch
+        self.entered_ns = 0     # when the current stretch began (the first tick after a switch to this mode)
+
+
+# Decimals the summary is rounded to, per unit: a tenth of a microsecond.
+_DECIMALS = {"ns": 0, "us": 1, "ms": 4}
 
 
 class LatencyMetrics:
@@ -49,8 +56,11 @@ class LatencyMetrics:
     def __init__(self, window: int = 100_000):
         self.window = window
         self._rings = {mode: _Ring(window) for mode in MODES}
+        self._via: str | None = None        # the mode of the last recorded tick
 
     def record(self, via: str, recv_ns: int, dispatch_ns: int, strategy_ns: int, ack_ns: int = 0) -> None:
+        if via is not self._via:
+            self._switch(via, dispatch_ns)
         ring = self._rings[via]
         i = ring.n % self.window
         ring.dispatch[i] = dispatch_ns - recv_ns
@@ -66,8 +76,25 @@ class LatencyMetrics:
         ring.last_ns = dispatch_ns
         ring.n = ring.n + 1
 
+    def _switch(self, via: str, now_ns: int) -> None:
+        """A tick in another mode than the last: the last mode's stretch ends now, this one's begins."""
+        previous = self._rings.get(self._via)
+        if previous is not None:
+            previous.spent_ns += now_ns - previous.entered_ns
+        self._rings[via].entered_ns = now_ns
+        self._via = via
+
+    def _rate(self, via: str, ring: _Ring) -> float:
+        """Ticks per second of the time spent in ``via``: its finished stretches, each up to the switch
+        away, and the current one up to its last tick (whose ticks are one interval fewer)."""
+        current = via == self._via
+        spent = ring.spent_ns + (ring.last_ns - ring.entered_ns if current else 0)
+        intervals = ring.n - (1 if current else 0)
+        return intervals / (spent / 1e9) if spent > 0 and intervals > 0 else float("nan")
+
     def reset(self) -> None:
         self._rings = {mode: _Ring(self.window) for mode in MODES}
+        self._via = None
 
     def count(self, via: str | None = None) -> int:
         if via is None:
@@ -91,16 +118,17 @@ class LatencyMetrics:
         """p50/p90/p99/max per stage per mode (modes that saw no tick are left out).
 
         ``unit``: "ns", "us" or "ms". ``ticks`` counts every tick the mode
-        delivered; ``ticks_per_s`` is that count over the span between its first
-        and last tick (a rate of *delivery*, bounded by what the feed sent).
+        delivered; ``ticks_per_s`` is that count over the time spent in that mode
+        (from each switch to it until the next switch away, or its last tick): a
+        rate of *delivery*, bounded by what the feed sent. Rounded for reading:
+        latencies to a tenth of a microsecond, rates to one decimal.
         """
         scale = {"ns": 1, "us": 1e3, "ms": 1e6}[unit]
         rows = []
         for via, ring in self._rings.items():
             if ring.n == 0:
                 continue
-            span = (ring.last_ns - ring.first_ns) / 1e9
-            rate = (ring.n - 1) / span if span > 0 else float("nan")
+            rate = self._rate(via, ring)
             for stage in STAGES:
                 s = self.samples(via, stage)
                 if s.size == 0:
@@ -111,4 +139,5 @@ class LatencyMetrics:
                              f"p99_{unit}": p99 / scale, f"max_{unit}": s.max() / scale})
         cols = ["mode", "stage", "ticks", "samples", "ticks_per_s",
                 f"p50_{unit}", f"p90_{unit}", f"p99_{unit}", f"max_{unit}"]
-        return pd.DataFrame(rows, columns=cols).set_index(["mode", "stage"])
+        frame = pd.DataFrame(rows, columns=cols).set_index(["mode", "stage"])
+        return frame.round({"ticks_per_s": 1, **{c: _DECIMALS[unit] for c in cols[5:]}})

@@ -104,12 +104,14 @@ class Dispatcher:
                 q.get_nowait()          # drop the oldest
                 self.dropped += 1
                 depth -= 1
-            except queue.Empty:         # the consumer just took it
-                pass
+            except queue.Empty:         # the consumer emptied the queue since qsize()
+                depth = 0
         q.put(tick)
         self.enqueued += 1
         if depth >= self.max_depth:
-            self.max_depth = depth + 1
+            # qsize() may be stale by the consumer's takes (never by puts: this is the only producer),
+            # so the depth is an upper bound; the queue's own bound is the tighter one.
+            self.max_depth = depth + 1 if depth < self.maxsize else self.maxsize
 
     def submit_many(self, ticks) -> None:
         """``submit`` each tick of an iterable, in order, by exactly the same rules.
