@@ -38,6 +38,7 @@ __all__ = [
     "Strategy", "Signal", "Tick", "Quote", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
     "Simulator", "examples", "dashboard", "history", "backtest", "read_recording", "export_strategy",
+    "sweep", "walk_forward", "SweepResult",
     "__version__",
 ]
 
@@ -56,6 +57,13 @@ def __getattr__(name):
     if name in ("dashboard", "Dashboard"):
         from kit.ui import dashboard
         return getattr(dashboard, name)
+    # Sweeps bring joblib and Dask in only when a sweep is asked for.
+    if name in ("sweep", "SweepResult"):
+        from kit.research import sweep
+        return getattr(sweep, name)
+    if name == "walk_forward":
+        from kit.research.walk_forward import walk_forward
+        return walk_forward
     if name == "export_strategy":
         from kit.research.export import export_strategy
         return export_strategy

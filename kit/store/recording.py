@@ -367,6 +367,14 @@ def read_recording_table(path, *, days=None, tokens=None, exchange_type: int | N
             if expr is not None:
                 condition = expr if condition is None else condition & expr
         table = _with_skipped(dataset.to_table(filter=condition), skipped)
+    return in_recorded_order(table, root)
+
+
+def in_recorded_order(table: pa.Table, source="") -> pa.Table:
+    """Rows of a recording read in any order, in recorded order (session, then handling order).
+
+    Rows present twice (a crash while merging files) are kept once.
+    """
     if "session_id" in table.column_names and "rec_seq" in table.column_names:
         table = table.sort_by([("session_id", "ascending"), ("rec_seq", "ascending")])
         if table.num_rows > 1:
@@ -375,7 +383,7 @@ def read_recording_table(path, *, days=None, tokens=None, exchange_type: int | N
             repeat = np.zeros(len(sid), dtype=bool)
             repeat[1:] = (sid[1:] == sid[:-1]) & (seq[1:] == seq[:-1])
             if repeat.any():
-                log.info("recording %s: %d duplicated rows (an interrupted merge) kept once", root, repeat.sum())
+                log.info("recording %s: %d duplicated rows (an interrupted merge) kept once", source, repeat.sum())
                 table = table.filter(pa.array(~repeat))
     return table
 
