@@ -125,10 +125,12 @@ trader = kit.LiveTrader(kit.TraderConfig(feed="sim", name="export-button"))
 trader.strategy = Momentum()
 dash = kit.dashboard(trader, interval=None)
 dash.export_button.click()
+dash.refresh()              # interval=None: the message line is drawn by refresh()
 print(dash.message.value)
 dash.export_path.value = "out/custom.py"
 assert callable(kit.export_strategy)  # the public name
 dash.export_button.click()
+dash.refresh()
 print(dash.message.value)
 dash.close(); trader.close()
 """)

@@ -19,6 +19,7 @@ import linecache
 import symtable
 import sys
 import textwrap
+import types
 
 
 class ExportError(RuntimeError):
@@ -120,7 +121,9 @@ def _same_class(cls, node: ast.ClassDef) -> bool:
     if len(node.bases) != len(bases) or any(
             ast.unparse(expr).rpartition(".")[2] != base.__name__ for expr, base in zip(node.bases, bases)):
         return False
-    live = {k: v for k, v in vars(cls).items() if not (k.startswith("__") and k.endswith("__"))}
+    # __slots__ names are descriptors the class statement made, not attributes it wrote.
+    live = {k: v for k, v in vars(cls).items()
+            if not (k.startswith("__") and k.endswith("__")) and not isinstance(v, types.MemberDescriptorType)}
     annotated, assigned = set(), {}
     for stmt in node.body:
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
