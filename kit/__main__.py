@@ -13,9 +13,14 @@ import importlib.util
 import inspect
 import logging
 import sys
+import time
 from pathlib import Path
 
 from kit.feed.dispatch import MODES
+
+# Ticks per second per instrument on the simulator, the quickstart's: a short run of a
+# typical strategy sees enough ticks to trade, so an empty run never looks broken.
+DEFAULT_SIM_RATE = 10.0
 
 
 def load_strategy_class(path: str, class_name: str | None = None):
@@ -60,7 +65,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", help="EXCHANGE_TYPE:TOKEN,... (default: the simulator's instruments)")
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds (default 30 for live feeds; a replay runs to its end); 0 runs until Ctrl-C")
-    parser.add_argument("--rate", type=float, default=2.0, help="simulator ticks per second per token")
+    parser.add_argument("--rate", type=float, default=DEFAULT_SIM_RATE,
+                        help=f"simulator ticks per second per token (default {DEFAULT_SIM_RATE:g}, the quickstart's)")
     parser.add_argument("--queue-size", type=int, default=1000)
     parser.add_argument("--live", action="store_true", help="route orders to Angel One instead of the paper broker")
     parser.add_argument("--record", metavar="DIR", help="record every received tick to Parquet under DIR")
@@ -95,17 +101,44 @@ def run_strategy(strategy, args) -> int:
     with trader.ctrl_c_stops_run():     # from the moment the line below says so
         print(f"running {type(strategy).__name__} on feed={' '.join(args.feed)} mode={args.mode} "
               f"for {duration or 'ever'} s (Ctrl-C stops)", flush=True)
+        started = time.monotonic()
         trader.run(duration=duration)
+        # run() starts the feed, then consumes for `duration`: a full run is reported as that long.
+        elapsed = time.monotonic() - started
+        if duration and elapsed >= duration:
+            elapsed = duration
     trader.close()
     print_report(trader)
     if args.signals_out:
         trader.signals_df().to_csv(args.signals_out, index=False)
+    print(verdict(type(strategy).__name__, trader.status, elapsed, args), flush=True)
     return 0
 
 
-def run_strategy_cli(strategy_class, argv=None, prog: str | None = None) -> int:
-    """The command line of an exported strategy script."""
-    parser = argparse.ArgumentParser(prog=prog, description=f"Run {strategy_class.__name__} headless.")
+def verdict(name: str, status: dict, elapsed: float, args) -> str:
+    """The last line: what the run amounted to and, when nothing happened, what to try."""
+    signals, ticks = status["signals"], status["ticks_processed"]
+    where = "of the recording" if args.feed[0] == "replay" else f"in {elapsed:.0f} s"
+    line = f"{signals} signals from {ticks} ticks {where}"
+    if ticks == 0:
+        return f"{line}: no tick reached {name}; check --feed and --tokens"
+    if signals:
+        return line
+    if args.feed[0] == "replay":
+        return f"{line}: {name} did not trigger on this recording"
+    hint = f"a longer --duration (this run: {elapsed:.0f} s)"
+    if args.feed[0] == "sim":
+        hint += f" or a higher --rate (this run: {args.rate:g} ticks/s per instrument)"
+    return f"{line}: {name} did not trigger; try {hint}"
+
+
+def run_strategy_cli(strategy_class, argv=None, prog: str | None = None, doc: str | None = None) -> int:
+    """The command line of an exported strategy script: ``doc`` (how to run it) is its ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc or f"Run {strategy_class.__name__} headless.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Defaults: --feed sim --mode queue --rate {DEFAULT_SIM_RATE:g} --duration 30 "
+               "(a replay runs to its end).")
     add_run_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

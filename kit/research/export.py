@@ -178,8 +178,8 @@ except ModuleNotFoundError as exc:
 {definitions}
 
 def main(argv=None) -> int:
-    from kit.research.export_run import run_exported
-    return run_exported({name}, argv, prog={filename!r}, doc=__doc__)
+    from kit.__main__ import run_strategy_cli
+    return run_strategy_cli({name}, argv, prog={filename!r}, doc=__doc__)
 
 
 if __name__ == "__main__":
