@@ -379,13 +379,15 @@ def test_a_strategy_error_on_the_tick_thread_shows_its_traceback(trader):
     trader.start()
     dash = kit.dashboard(trader, interval=None)
     dash.refresh()
-    assert dash.errors_box.value == ""
+    assert dash.errors_box.layout.display == "none"     # nothing to show until the strategy raises
     trader.strategy = Raises()
     publish(trader, 3)
     dash.refresh()
-    box = dash.errors_box.value
-    assert "<details" in box and "ValueError: no price model for" in box
-    assert "Traceback" in box and "fails_on_tick" in box      # the frame that raised, not only its message
+    assert dash.errors_box.layout.display != "none" and dash.errors_box.selected_index is None   # folded
+    assert dash.errors_box.get_title(0).startswith("strategy error #3: ValueError: no price model for")
+    inside = dash.errors_box.children[0].value
+    assert "Traceback" in inside and "fails_on_tick" in inside      # the frame that raised, not only its message
+    assert inside.count("<tr>") == 1 + 3 and trader.instrument_name(TOKEN, 2) in inside   # the errors, by symbol
 
 
 def test_the_message_line_clears_on_the_next_action(trader, tmp_path):
@@ -396,3 +398,17 @@ def test_the_message_line_clears_on_the_next_action(trader, tmp_path):
     dash.mode_toggle.value = "callback"
     dash.refresh()
     assert "no strategy" not in dash.message.value and "mode callback" in dash.message.value
+
+
+def test_the_error_budget_halt_shows_in_the_status_line_and_resume_lifts_it(trader):
+    trader.start()
+    dash = kit.dashboard(trader, interval=None)
+    trader.strategy = Raises()
+    budget = trader.config.error_budget
+    publish(trader, budget.max_errors + 2)        # more errors than the budget allows, within its window
+    assert trader.status["strategy_halt"]
+    dash.refresh()
+    assert "TRADING HALTED" in dash.status_line.value and not dash.resume_button.disabled
+    dash.resume_button.click()
+    dash.refresh()
+    assert not trader.status["strategy_halt"] and "TRADING HALTED" not in dash.status_line.value

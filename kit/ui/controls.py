@@ -21,6 +21,7 @@ import ipywidgets as widgets
 
 from kit.engine.trader import current_trader
 from kit.research import palette
+from kit.ui import status as words
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Controls:
         self.export_path = widgets.Text(value="", placeholder="strategies/<strategy>.py",
                                         layout=widgets.Layout(width="210px"))
         self.token_select = widgets.Dropdown(options=token_options, value=token, description="instrument",
-                                             layout=widgets.Layout(width="260px"))
+                                             layout=widgets.Layout(width="320px"))
         self.message = widgets.HTML()
         self.message.add_class("kit-message")
 
@@ -184,11 +185,11 @@ class Controls:
 
     def _sync_controls(self, status: dict) -> None:
         """Button states from the trader's status (refresh thread)."""
-        running, halted = status["running"], status["halted"]
+        running, halted = status["running"], bool(words.halt_reasons(status))
         self.start_button.disabled = running
         self.stop_button.disabled = not running
-        self.kill_button.disabled = halted
-        self.kill_button.description = "Halted" if halted else "Kill switch"
+        self.kill_button.disabled = status["halted"]
+        self.kill_button.description = "Halted" if status["halted"] else "Kill switch"
         self.flatten_button.disabled = self._flattening.is_set()
         self.resume_button.disabled = not halted
         mode = self.trader.mode

@@ -130,8 +130,9 @@ class Dashboard(Controls, Refresher, widgets.VBox):
         controls.children = (self.badge, *controls.children)
         self.status_line = widgets.HTML()
         self.status_line.add_class("kit-status")
-        self.errors_box = widgets.HTML()
-        self.errors_box.add_class("kit-errors-box")
+        # Folded until a person opens it; hidden while the strategy has never raised.
+        self.errors_box = widgets.Accordion([widgets.HTML()], layout=widgets.Layout(display="none"))
+        self.errors_box.add_class("kit-error")
         self.price_fig = figures.price_figure()
         self.latency_fig = figures.latency_figure(latency_window)
         self.throughput_fig = figures.throughput_figure()
@@ -163,13 +164,8 @@ class Dashboard(Controls, Refresher, widgets.VBox):
         """The instrument's trading symbol (NIFTY, NIFTY 27NOV 24000 CE); its token if unknown."""
         if token is None:
             return "(no instrument)"
-        name_of = getattr(self.trader, "instrument_name", None)   # TODO: the engine adds it; drop the getattr then
-        if name_of is None:
-            return str(token)
-        try:
-            return name_of(token, exchange_type if exchange_type is not None else self._exchange_of.get(token))
-        except Exception:
-            return str(token)
+        return self.trader.instrument_name(token, exchange_type if exchange_type is not None
+                                           else self._exchange_of.get(token))
 
     # lifecycle
     @property
@@ -192,7 +188,8 @@ class Dashboard(Controls, Refresher, widgets.VBox):
             with _registry_lock:
                 if _dashboards.get(self.trader.config.name) is self:
                     del _dashboards[self.trader.config.name]
-            for child in (self.badge, *self._control_widgets(), self.status_line, self.errors_box,
+            for child in (self.badge, *self._control_widgets(), self.status_line, *self.errors_box.children,
+                          self.errors_box,
                           self.price_fig, self.latency_fig, self.throughput_fig, *self.children):
                 child.close()
         super().close()

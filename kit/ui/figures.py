@@ -14,7 +14,8 @@ from kit.engine.metrics import STAGES
 from kit.research import palette
 
 IST_OFFSET_NS = (5 * 3600 + 30 * 60) * 10**9
-TIME_AXIS = {"type": "date", "title": {"text": "IST", "standoff": 4}}
+# Clock time only: the date line under the ticks ate the room of the legend below.
+TIME_AXIS = {"type": "date", "tickformat": "%H:%M:%S", "hoverformat": "%H:%M:%S.%L", "title": {"text": "IST", "standoff": 2}}
 MAX_GAP_NS = 3 * 10**9     # ticks further apart than this are not joined by the price line
 
 
@@ -97,14 +98,14 @@ def throughput_figure() -> go.FigureWidget:
         data=[go.Scatter(name="ticks/s", mode="lines", x=[], y=[], line={"color": palette.RATE}),
               go.Scatter(name="queue depth", mode="lines", x=[], y=[],
                          line={"color": palette.DEPTH, "dash": "dot"}, yaxis="y2")],
-        layout={"height": 300, "width": 460, "margin": {"l": 50, "r": 50, "t": 64, "b": 30},
+        layout={"height": 300, "width": 460, "margin": {"l": 50, "r": 50, "t": 64, "b": 44},
                 "title": {"text": "throughput", "font": {"size": 13}, "x": 0.01, "xanchor": "left",
                           "y": 0.97, "yanchor": "top"},
                 "uirevision": "keep zoom", "xaxis": TIME_AXIS,
                 "yaxis": {"title": {"text": "ticks/s"}, "rangemode": "tozero"},
                 "yaxis2": depth_axis(0) | {"title": {"text": "queue depth"}, "overlaying": "y", "side": "right",
                                             "rangemode": "tozero", "showgrid": False},
-                "legend": {"orientation": "h", "y": -0.15}})
+                "legend": {"orientation": "h", "y": -0.24}})
 
 
 def depth_axis(deepest: int) -> dict:

@@ -40,7 +40,8 @@ class Refresher:
         self._breaks: deque = deque(maxlen=100)       # recv_ns after which a new connection began
         self._connects = None
         self._newest_recv = 0
-        self._errors_shown = None
+        self._errors_shown = 0
+        self._errors_at = float("-inf")
         self._relabelling = False
         self._deepest_shown = None
         self.refreshes = 0
@@ -121,14 +122,17 @@ class Refresher:
                 self._relabelling = False
 
     def _refresh_errors(self, count: int) -> None:
-        """The last strategy error's traceback, rewritten only when a new error came (an open
-        ``<details>`` would otherwise fold at every refresh)."""
-        if count == self._errors_shown:
+        """The last strategy error in the folded box; at most once a second while errors stream
+        (building ``trader.errors`` costs more than the rest of a refresh). The box is an
+        Accordion, so a person's unfolding survives the rewrite."""
+        if count == self._errors_shown or time.monotonic() - self._errors_at < SLOW_CHARTS_INTERVAL:
             return
-        self._errors_shown = count
+        self._errors_shown, self._errors_at = count, time.monotonic()
         line, trace = words.last_error(self.trader)
-        errors = getattr(self.trader, "errors", None) if count else None
-        self.errors_box.value = words.errors_html(count, line, trace, errors)
+        box = self.errors_box
+        box.children[0].value = words.errors_html(trace, self.trader.errors)
+        box.set_title(0, words.error_title(count, line))
+        box.layout.display = None if count else "none"
 
     def _refresh_price(self) -> None:
         token = self._token

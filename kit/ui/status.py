@@ -38,10 +38,11 @@ def status_html(status: dict, rate: float, trader, replaced: bool) -> str:
     if replaced:
         parts.insert(0, f"<b style='color:{palette.ERROR}'>REPLACED: a newer trader of this name exists;"
                         " run kit.dashboard(trader) again</b>")
-    if status["halted"]:
-        # The kill switch, a Flatten, or the strategy error budget: the reason says which.
+    halts = halt_reasons(status)
+    if halts:
+        # The kill switch, a Flatten, the daily-loss stop, the strategy error budget: the reason says which.
         parts.append(f"<b class='kit-halted' style='color:{palette.ERROR}'>TRADING HALTED "
-                     f"({html.escape(status['halt_reason'])})</b>")
+                     f"({html.escape('; '.join(halts))}). Resume lifts it</b>")
     elif status["orders_blocked"] and status["running"]:
         # Why orders are refused now: not armed, a journal that cannot be written, positions unchecked.
         parts.append(f"<b class='kit-halted' style='color:{palette.ERROR}'>ORDERS BLOCKED: "
@@ -49,25 +50,36 @@ def status_html(status: dict, rate: float, trader, replaced: bool) -> str:
     return '<div style="font-family:monospace;font-size:12px">' + " | ".join(parts) + "</div>"
 
 
+def halt_reasons(status: dict) -> list[str]:
+    """Why trading is halted until ``trader.resume()``: [] when it is not."""
+    reasons = []
+    if status["halted"]:
+        reasons.append(status["halt_reason"] or "kill switch")
+    if status.get("strategy_halt"):
+        reasons.append(status["strategy_halt"])
+    if status.get("loss_stop"):
+        reasons.append(status["loss_stop"])
+    return reasons
+
+
 def last_error(trader) -> tuple[str, str]:
     """``(one line, full traceback)`` of the strategy's last error; ``("", "")`` if none."""
-    line = getattr(trader, "last_strategy_error", "") or ""
-    trace = getattr(trader, "last_strategy_traceback", "") or ""
-    return line, trace or line
+    line = trader.last_strategy_error or ""
+    return line, trader.last_strategy_traceback or line
 
 
-def errors_html(count: int, line: str, trace: str, errors=None) -> str:
-    """The last strategy error, collapsed: its one line as the summary, the traceback and the
-    latest errors (``trader.errors``) inside. Empty while the strategy has never raised."""
-    if not count:
-        return ""
+def error_title(count: int, line: str) -> str:
+    """The folded error box's title: how many errors, and the last one's line."""
+    return f"strategy error #{count:,}: {line[:160]}" if count else ""
+
+
+def errors_html(trace: str, errors=None) -> str:
+    """Inside the folded error box: the last traceback, then the latest errors (``trader.errors``)."""
     table = ""
     if errors is not None and len(errors):
         table = _errors_table(errors.tail(ERROR_ROWS).iloc[::-1])
-    return (f"<details class='kit-error' style='font-size:12px;color:{palette.ERROR}'>"
-            f"<summary>strategy error #{count:,}: {html.escape(line[:200])} (traceback)</summary>"
-            f"<pre class='kit-traceback' style='font-size:11px;max-height:260px;overflow:auto;"
-            f"color:#222;background:#fff5f5;padding:6px'>{html.escape(trace)}</pre>{table}</details>")
+    return (f"<pre class='kit-traceback' style='font-size:11px;max-height:260px;overflow:auto;"
+            f"color:#222;background:#fff5f5;padding:6px;margin:0'>{html.escape(trace)}</pre>{table}")
 
 
 def _errors_table(frame) -> str:
