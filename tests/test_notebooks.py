@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
@@ -26,7 +27,7 @@ from nbformat.v4 import new_code_cell
 from kit.sim.server import Simulator
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-ALL = ("01_quickstart.ipynb", "02_latency_ab.ipynb", "03_live_smartapi.ipynb")
+ALL = ("01_quickstart.ipynb", "02_latency_ab.ipynb", "03_live_smartapi.ipynb", "04_sweep.ipynb")
 
 LOOPBACK_GUARD = '''
 import socket as _socket
@@ -251,3 +252,42 @@ def test_live_notebook_with_credentials_takes_the_live_branch(offline, monkeypat
     assert probe["status"]["connected"] and probe["status"]["ticks_processed"] > 0
     _secrets_absent(text, {"api key": env["SMARTAPI_API_KEY"], "PIN": env["SMARTAPI_PIN"],
                            "TOTP secret": env["SMARTAPI_TOTP_SECRET"]})
+
+
+DASK_WORKERS = '''
+import psutil as _psutil
+def _dask_workers():
+    """This kernel's child processes that are Dask workers (multiprocessing spawns; loky's are not)."""
+    return [p.pid for p in _psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+'''
+
+
+def test_sweep_notebook_sweeps_locally_and_on_dask_and_leaves_no_cluster_running(offline):
+    nb = nbformat.read(NOTEBOOKS / "04_sweep.ipynb", as_version=4)
+    start_cluster = cell_with(nb.cells, "from dask.distributed import Client, LocalCluster").source
+    close_cluster = cell_with(nb.cells, "client.close()").source
+    cells, probe = execute("04_sweep.ipynb", offline, [
+        DASK_WORKERS + "after_notebook = _dask_workers()",
+        start_cluster, start_cluster,     # a re-run closes the previous cluster first
+        "rerun = dict(workers=_dask_workers(), cluster_workers=len(cluster.workers), link=client.dashboard_link)",
+        close_cluster,
+        "_probe(after_notebook=after_notebook, rerun=rerun, after_close=_dask_workers(), partial=result.partial,\n"
+        "       frame=result.frame.drop(columns=['ticks_per_s']).to_dict('records'), windows=len(wf.frame),\n"
+        "       client=client.status, cluster=str(cluster.status))",
+    ])
+    text = outputs_text(cells)
+    assert "Traceback" not in text
+    frame = pd.DataFrame(probe["frame"])
+    assert len(frame) == 12 and not probe["partial"] and (frame["error"] == "").all()
+    assert (frame["days"] == 4).all() and (frame["trades"] > 0).all()
+    assert probe["windows"] == 2
+    # the notebook showed the heatmap, its dashboard link, and the same results on Dask
+    heatmap = cell_with(cells, "result.figure()").outputs[0].data["application/vnd.plotly.v1+json"]
+    assert heatmap["data"][0]["type"] == "heatmap"
+    link = outputs_text([cell_with(cells, "from dask.distributed import Client, LocalCluster")])
+    assert re.search(r"Dask dashboard: http://127\.0\.0\.1:\d+/status", link), link
+    assert "the same results as locally" in outputs_text([cell_with(cells, "on_dask = kit.sweep")])
+    # no cluster left: none after the notebook, one of two workers after re-running its cell twice, none after closing
+    assert probe["after_notebook"] == [] and probe["after_close"] == []
+    assert len(probe["rerun"]["workers"]) == 2 and probe["rerun"]["cluster_workers"] == 2
+    assert probe["client"] == "closed" and "closed" in probe["cluster"]

@@ -118,11 +118,10 @@ def _run(task, name, index, params, table, ticks, minute_last) -> RunStats:
 
 def _last_row_of_each_minute(times: pd.Series) -> np.ndarray:
     """Row positions of the last tick of each clock minute, in time order."""
-    if not len(times):
-        return np.zeros(0, dtype=np.int64)
-    minute = times.dt.floor("min").to_numpy()
-    rows = pd.Series(np.arange(len(times))).groupby(minute, sort=True).last()
-    return rows.to_numpy(dtype=np.int64)
+    minute = times.array.asi8 // 60_000_000_000 if len(times) else np.zeros(0, dtype=np.int64)
+    # The first occurrence in the reversed array is the last one in the original.
+    _, first_from_end = np.unique(minute[::-1], return_index=True)
+    return (len(minute) - 1 - first_from_end).astype(np.int64)
 
 
 def _round_trips(fill_states) -> tuple[int, int]:
