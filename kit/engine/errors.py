@@ -35,6 +35,7 @@ COLUMNS = ["time", "token", "symbol", "hook", "exception", "message", "traceback
 KEPT = 500
 LOGGED_IN_FULL = 10          # the first errors are logged with their traceback
 LOG_EVERY = 1000             # then one line every LOG_EVERY errors
+STACKS_KEPT = 100            # formatted stacks kept for reuse
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class StrategyErrors:
         self.last = ""                   # "TypeError: ..." of the last error
         self.last_traceback = ""
         self._records: deque[tuple] = deque(maxlen=kept)
+        self._stacks: dict[tuple, str] = {}     # formatted stacks by the code places they pass through
         self._gate = gate
         self.budget = budget
         # The times of the last max_errors + 1 errors: the budget is spent when they fit in the window.
@@ -81,7 +83,7 @@ class StrategyErrors:
         name = type(exc).__name__
         message = str(exc)
         self.last = f"{name}: {message}"
-        text = "".join(traceback.format_exception(exc))
+        text = self._traceback_text(exc)
         self.last_traceback = text
         token = getattr(tick, "token", None)
         exchange_type = getattr(tick, "exchange_type", None)
@@ -89,6 +91,24 @@ class StrategyErrors:
         self._log(strategy, tick, exc, hook)
         if self.budget is not None:
             self._spend()
+
+    def _traceback_text(self, exc: BaseException) -> str:
+        """``traceback.format_exception(exc)``, with the stack formatted once per place in the code: a
+        strategy failing on every tick fails in the same place, and formatting is most of an error's cost."""
+        tb = exc.__traceback__
+        if tb is None or exc.__cause__ is not None or exc.__context__ is not None:
+            return "".join(traceback.format_exception(exc))
+        where = []
+        while tb is not None:
+            where.append((tb.tb_frame.f_code, tb.tb_lineno))
+            tb = tb.tb_next
+        key = tuple(where)
+        stack = self._stacks.get(key)
+        if stack is None:
+            if len(self._stacks) >= STACKS_KEPT:
+                self._stacks.clear()
+            stack = self._stacks[key] = "".join(traceback.format_tb(exc.__traceback__))
+        return f"Traceback (most recent call last):\n{stack}{''.join(traceback.format_exception_only(exc))}"
 
     def _log(self, strategy, tick, exc, hook: str) -> None:
         n = self.count
