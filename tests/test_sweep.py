@@ -7,6 +7,7 @@ processes on 127.0.0.1, one for the module.
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -33,7 +34,7 @@ def recording(tmp_path_factory):
 def cluster():
     from distributed import Client, LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as local, Client(local, set_as_default=False) as client:
+                      dashboard_address="127.0.0.1:0") as local, Client(local, set_as_default=False) as client:
         yield local, client
 
 
@@ -186,3 +187,56 @@ def test_the_figure_is_a_heatmap_over_two_parameters_and_parallel_coordinates_ot
     assert heatmap.z[1][1] == pytest.approx(two.frame.loc[3, "pnl"])
     three = kit.sweep(SmaCross, {"fast": [3, 5], "slow": [10, 20], "qty": [1, 2]}, root, n_jobs=1, progress=False)
     assert three.figure().data[0].type == "parcoords"
+
+
+SLOW_STRATEGY = '''
+import time, kit
+class SlowStart(kit.examples.SmaCross):
+    """Takes a second to start, so a sweep of it is still running when the kernel is interrupted."""
+    def on_start(self):
+        time.sleep(1.0)
+        super().on_start()
+'''
+
+
+def test_interrupting_the_kernel_stops_a_joblib_sweep_and_keeps_what_finished(kernel, recording, tmp_path):
+    root, _ = recording
+    kernel.run(SLOW_STRATEGY)
+    ticks = tmp_path / "done"
+    msg_id = kernel.kc.execute(f"""
+import pathlib
+def note(done, total):
+    pathlib.Path({str(ticks)!r}).write_text(str(done))
+result = kit.sweep(SlowStart, {GRID!r}, {str(root)!r}, n_jobs=2, chunk_size=1, progress=note)
+""")
+    # interrupt once the first task has finished: the sweep is then running, with 15 tasks to go
+    assert wait_until(lambda: ticks.exists() and ticks.read_text() != "", timeout=120)
+    kernel.km.interrupt_kernel()
+    reply = kernel.kc.get_shell_msg(timeout=120)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kernel.kc.get_shell_msg(timeout=120)
+    assert reply["content"]["status"] == "ok", reply["content"]      # the cell ended normally: no traceback
+    out = kernel.run("import json\nprint(json.dumps(dict(partial=result.partial, days=int(result.frame['days'].sum()),"
+                     " rows_partial=bool(result.frame['partial'].all()), errors=list(result.frame['error']))))")
+    state = json.loads(out)
+    assert state["partial"] and state["rows_partial"]
+    assert 1 <= state["days"] < 16 and all(e == "" for e in state["errors"])
+    # the workers are usable again: the next sweep runs to the end
+    again = kernel.run(f"again = kit.sweep(kit.examples.SmaCross, {GRID!r}, {str(root)!r}, n_jobs=2, progress=False)\n"
+                       "print(again.partial, int(again.frame['days'].min()))")
+    assert again.split() == ["False", "4"]
+
+
+def test_the_sweep_benchmark_prints_every_figure_side_by_side(capsys):
+    from kit.bench.sweep import main
+    assert main(["--quick", "--days", "2", "--ticks", "3000"]) == 0
+    out = capsys.readouterr().out
+    for line in ("replay floor (Null, callback, metrics off)", "one backtest (SmaCross 5/20, one day)",
+                 "sweep, 1 worker (in this process)", "sweep, 2 workers (joblib, loky)",
+                 "sweep, 2 workers (Dask LocalCluster)"):
+        assert re.search(rf"^{re.escape(line)}\s+[\d,]+", out, re.M), out
+    for workers in ("joblib, loky", "Dask LocalCluster"):    # a peak RSS for each of the two workers
+        row = next(r for r in out.splitlines() if workers in r)
+        assert len(re.findall(r"[\d,]+ MB", row)) == 2, row
+    assert re.search(r"scaling 1 → 2 workers: joblib \d+\.\d\d×, Dask \d+\.\d\d×", out)
+    assert "load average" in out

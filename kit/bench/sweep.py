@@ -107,7 +107,7 @@ def run(days: int = 4, ticks_per_day: int = 250_000, floor_ticks: int = 1_000_00
 
         from distributed import Client, LocalCluster
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster, set_as_default=False) as client:
             wall, ticks = _timed_sweep(root, client=client)
             pids = client.run(os.getpid)
             rows["sweep, 2 workers (Dask LocalCluster)"] = {"ticks_per_s": ticks / wall, "wall_s": wall,
