@@ -201,7 +201,7 @@ def test_the_error_budget_halts_new_orders_says_why_and_resume_reopens(sim, in_t
         with caplog.at_level(logging.ERROR):
             sim.publish(30)
             assert wait_until(lambda: trader.ticks_processed == 30, 20), trader.status
-        reason = "21 strategy errors in 10 s: new orders halted; fix the strategy, then trader.resume()"
+        reason = "more than 20 strategy errors in 10 s: new orders halted; fix the strategy, then trader.resume()"
         status = trader.status
         assert status["strategy_halt"] == reason and status["orders_blocked"] == reason
         assert status["strategy_errors"] == 30 and status["running"]

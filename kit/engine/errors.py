@@ -56,8 +56,8 @@ class ErrorBudget:
             raise ValueError(f"ErrorBudget.window_s is seconds, > 0, not {self.window_s!r}")
 
     def halt_reason(self) -> str:
-        return (f"{self.max_errors + 1} strategy errors in {self.window_s:g} s: new orders halted; "
-                "fix the strategy, then trader.resume()")
+        errors = "a strategy error" if self.max_errors == 0 else f"more than {self.max_errors} strategy errors"
+        return f"{errors} in {self.window_s:g} s: new orders halted; fix the strategy, then trader.resume()"
 
 
 class StrategyErrors:

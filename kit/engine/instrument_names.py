@@ -81,7 +81,7 @@ class InstrumentNames:
             return key[0]            # not cached: the master may load later
         try:
             inst = master.get(key[0], exchange_type)
-        except ValueError:          # listed on two exchanges and none given
+        except Exception:           # listed on two exchanges and none given, or not a token at all
             inst = None
         name = self._names[key] = inst.symbol if inst is not None else key[0]
         return name
