@@ -412,3 +412,21 @@ def test_the_error_budget_halt_shows_in_the_status_line_and_resume_lifts_it(trad
     dash.resume_button.click()
     dash.refresh()
     assert not trader.status["strategy_halt"] and "TRADING HALTED" not in dash.status_line.value
+
+
+def test_the_badge_names_where_the_feed_comes_from(sim, monkeypatch):
+    """A SmartAPI trader pointed at 127.0.0.1 does not claim to be on Angel One's feed."""
+    import kit
+    from kit.engine.venues import AngelVenue
+    local = AngelVenue(kit.ConnectionConfig(env_file=None, feed_url=sim.url))
+    assert local.describe() == "SmartAPI at 127.0.0.1"
+    trader = kit.LiveTrader(kit.TraderConfig(feed="smartapi", tokens={2: ["43650"]}, name="badge",
+                                             connection=local.connection))
+    try:
+        dash = kit.dashboard(trader, interval=None)
+        assert "SmartAPI at 127.0.0.1" in dash.badge.value and "Angel One" not in dash.badge.value
+        dash.close()
+    finally:
+        trader.close()
+    monkeypatch.delenv("SMARTAPI_FEED_URL", raising=False)
+    assert AngelVenue(kit.ConnectionConfig(env_file=None)).describe() == "Angel One"

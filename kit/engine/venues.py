@@ -21,6 +21,7 @@ a simulator is wanted: importing ``kit`` loads no simulator.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,6 +55,7 @@ class Venue(Protocol):
     def instruments(self) -> "InstrumentMaster": ...                # after start()
     def default_tokens(self) -> dict | None: ...
     def client_code(self) -> str: ...
+    def describe(self) -> str: ...                                  # where the feed comes from, for people
     def close(self) -> None: ...
 
 
@@ -104,6 +106,9 @@ class SimVenue:
         from kit.sim.server import SimCredentials
         return SimCredentials().client_code
 
+    def describe(self) -> str:
+        return "simulator"
+
     def close(self) -> None:
         """Stop the simulator this venue started; a shared one keeps running."""
         if self.session is not None:
@@ -130,9 +135,18 @@ class AngelVenue:
             c = self.connection
             self.session = login(Credentials.from_env(c.env_file), root=c.rest_url)
 
-    def feed_target(self) -> tuple[str, FeedCredentials]:
+    def feed_url(self) -> str:
         from kit.angel.session import ANGEL_FEED_URL, FEED_URL_ENV
-        return self.connection.feed_url or os.environ.get(FEED_URL_ENV) or ANGEL_FEED_URL, self.session.feed
+        return self.connection.feed_url or os.environ.get(FEED_URL_ENV) or ANGEL_FEED_URL
+
+    def feed_target(self) -> tuple[str, FeedCredentials]:
+        return self.feed_url(), self.session.feed
+
+    def describe(self) -> str:
+        """"Angel One", or the host that speaks its protocol instead (the simulator, a test double)."""
+        from kit.angel.session import ANGEL_FEED_URL
+        host = urllib.parse.urlsplit(self.feed_url()).hostname or ""
+        return "Angel One" if host == urllib.parse.urlsplit(ANGEL_FEED_URL).hostname else f"SmartAPI at {host}"
 
     def broker_link(self) -> BrokerLink:
         from kit.angel.instruments import MASTER_URL_ENV

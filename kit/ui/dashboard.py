@@ -124,7 +124,7 @@ class Dashboard(Controls, Refresher, widgets.VBox):
         self._exchange_of = {t: e for e, t in tokens}
 
         live = not trader.config.paper
-        feed = "Angel One feed" if trader.config.feed == "smartapi" else "simulator"
+        feed = trader.venue.describe() if trader.venue is not None else "replay"
         self.badge = widgets.HTML(words.badge("LIVE" if live else "PAPER", palette.SELL if live else palette.BUY, feed))
         controls = self._build_controls(trader, MODE_ORDER, [(self._name(t, e), t) for e, t in tokens], self._token)
         controls.children = (self.badge, *controls.children)
