@@ -135,6 +135,9 @@ print(dash.message.value)
 dash.close(); trader.close()
 """)
     assert "exported Momentum to strategies/momentum.py" in out
+    # The message gives a command that runs as written: an interpreter with the kit, the absolute path.
+    assert f"{(tmp_path / 'strategies' / 'momentum.py').resolve()} --feed sim --duration 10" in out
+    assert "run: python strategies" not in out
     assert "class Momentum(kit.Strategy):" in (tmp_path / "strategies" / "momentum.py").read_text()
     assert (tmp_path / "out" / "custom.py").exists()
 

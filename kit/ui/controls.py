@@ -133,7 +133,7 @@ class Controls:
 
     def _on_export(self, _button=None) -> None:
         """Write the running strategy's class, with what it uses from the notebook, to a script."""
-        from kit.research.export import ExportError, default_script_path, export_strategy
+        from kit.research.export import ExportError, default_script_path, export_strategy, run_command
         strategy = self.trader.strategy
         if strategy is None:
             self._post("no strategy to export: assign trader.strategy first", error=True)
@@ -141,7 +141,8 @@ class Controls:
         path = self.export_path.value.strip() or str(default_script_path(type(strategy)))
         try:
             written = export_strategy(type(strategy), path)
-            self._post(f"exported {type(strategy).__name__} to {written}; run: python {written} --feed sim")
+            self._post(f"exported {type(strategy).__name__} to {written}; run: {run_command(written)} --feed sim "
+                       "--duration 10")
         except ExportError as exc:
             self._post(f"export failed: {exc}", error=True)
         except Exception as exc:
