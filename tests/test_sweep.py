@@ -67,6 +67,20 @@ def test_a_module_strategy_sweeps_to_the_same_frame_serially_with_joblib_and_on_
     assert frame.loc[3, "pnl"] == pytest.approx(per_day[(per_day["fast"] == 5) & (per_day["slow"] == 20)]["pnl"].sum())
 
 
+def test_a_recording_at_an_fsspec_url_sweeps_as_the_same_files_on_disk(recording):
+    import fsspec
+    root, _ = recording
+    memory = fsspec.filesystem("memory")
+    memory.put(str(root), "/kit-test-recording", recursive=True)
+    try:
+        on_disk = kit.sweep(SmaCross, GRID, root, n_jobs=1, progress=False)
+        in_memory = kit.sweep(SmaCross, GRID, "memory:///kit-test-recording", n_jobs=1, progress=False)
+    finally:
+        memory.rm("/kit-test-recording", recursive=True)
+    same(on_disk.frame, in_memory.frame)
+    assert (in_memory.frame["error"] == "").all() and (in_memory.frame["ticks"] == 4 * 2_500).all()
+
+
 NOTEBOOK_STRATEGY = '''
 import kit
 class Breakout(kit.Strategy):

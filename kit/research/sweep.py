@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from kit.research.sweep_backends import available_cores, execute
-from kit.research.sweep_data import recording_days
+from kit.research.sweep_data import recording_days, recording_url
 from kit.research.sweep_task import RunStats, SweepTask, run_task
 
 __all__ = ["sweep", "SweepResult", "expand_grid", "combine", "METRICS", "TIMING_COLUMNS"]
@@ -76,7 +76,8 @@ def sweep(strategy, grid, data, *, days=None, tokens=None, exchange_type: int | 
     Charges (brokerage, taxes) are not modelled: P&L is before costs.
     """
     param_sets = expand_grid(grid)
-    all_days = recording_days(data, days)
+    location = recording_url(data)
+    all_days = recording_days(location, days)
     if not all_days:
         raise ValueError(f"no recorded day under {data}")
     sweep_id = uuid.uuid4().hex[:8]
@@ -88,7 +89,7 @@ def sweep(strategy, grid, data, *, days=None, tokens=None, exchange_type: int | 
     for day in all_days:
         for start in range(0, len(param_sets), size):
             chunk = tuple((i, param_sets[i]) for i in range(start, min(start + size, len(param_sets))))
-            tasks.append(SweepTask(len(tasks), sweep_id, str(data), day, chunk, strategy, token_filter,
+            tasks.append(SweepTask(len(tasks), sweep_id, location, day, chunk, strategy, token_filter,
                                    exchange_type, dict(config)))
 
     def failed(task, text):

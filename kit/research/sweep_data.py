@@ -16,14 +16,21 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from kit.store.recording import PARTITIONING, READ_SCHEMA, _day_strings, in_recorded_order, normalize_ticks
+from kit.store.recording import (PARTITIONING, QUOTE_COLUMNS, READ_SCHEMA, _day_strings, in_recorded_order,
+                                 normalize_ticks)
 
-__all__ = ["recording_days", "read_day"]
+__all__ = ["recording_url", "recording_days", "read_day"]
 
 
 def _filesystem(data) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, root = fsspec.core.url_to_fs(str(data))
     return fs, root.rstrip("/")
+
+
+def recording_url(data) -> str:
+    """``data`` as a full URL (a local path made absolute): what a worker with another cwd can open."""
+    fs, root = _filesystem(data)
+    return fs.unstrip_protocol(root)
 
 
 def recording_days(data, days=None) -> list[str]:
@@ -58,4 +65,7 @@ def read_day(data, day: str, *, tokens=None, exchange_type: int | None = None) -
     if exchange_type is not None:
         match = ds.field("exchange_type") == exchange_type
         condition = match if condition is None else condition & match
-    return normalize_ticks(in_recorded_order(dataset.to_table(filter=condition), data))
+    table = in_recorded_order(dataset.to_table(filter=condition), data)
+    # An LTP recording has no quotes: its all-null quote columns would be most of what a worker holds.
+    empty = [c for c in QUOTE_COLUMNS if table.num_rows and table[c].null_count == table.num_rows]
+    return normalize_ticks(table.drop_columns(empty))
