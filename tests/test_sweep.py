@@ -32,8 +32,12 @@ def recording(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
+    import dask
     from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    # A task that kills its worker fails at once rather than killing three more, and takes no other task
+    # with it: a worker holds one task at a time (the scheduler lives in this process and reads these).
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as local, Client(local, set_as_default=False) as client:
         yield local, client
 
@@ -141,6 +145,31 @@ def test_a_failing_parameter_set_and_an_unreadable_day_are_rows_with_their_error
     frame = kit.sweep(SmaCross, GRID, broken, n_jobs=2, progress=False).frame
     assert (frame["days"] == len(days) - 1).all()
     assert frame["error"].str.startswith(f"{days[2]}: reading {days[2]}:").all()
+
+
+@pytest.mark.parametrize("backend", ["joblib", "dask"])
+def test_a_worker_process_that_dies_is_reported_and_the_finished_rows_are_kept(recording, cluster, backend):
+    import os
+    root, days = recording
+    _, client = cluster
+
+    def dies_on_fast_30(fast, slow):     # a crash no Python handler sees: the process just ends
+        if fast == 30:
+            os._exit(3)
+        return SmaCross(fast, slow)
+
+    grid = [{"fast": 3, "slow": 10}, {"fast": 5, "slow": 20}, {"fast": 30, "slow": 40}]
+    options = {"n_jobs": 2} if backend == "joblib" else {"client": client}
+    frame = kit.sweep(dies_on_fast_30, grid, root, chunk_size=1, progress=False, **options).frame
+    assert frame.loc[2, "error"] != "" and frame.loc[2, "days"] == 0
+    assert ("TerminatedWorkerError" if backend == "joblib" else "KilledWorker") in frame.loc[2, "error"]
+    if backend == "dask":     # Dask reschedules what the dead worker held: every other row is complete
+        assert (frame.loc[[0, 1], "days"] == len(days)).all() and (frame.loc[[0, 1], "error"] == "").all()
+    else:                     # joblib stops with the worker: what had not finished carries the error too
+        failed = frame["error"] != ""
+        assert (frame.loc[~failed, "days"] == len(days)).all()
+        assert frame.loc[failed, "error"].str.contains("TerminatedWorkerError").all()
+    assert wait_until(lambda: len(client.nthreads()) == 2, timeout=60)    # the nanny restarted its worker
 
 
 @pytest.mark.parametrize("backend", ["serial", "joblib", "dask"])

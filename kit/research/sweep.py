@@ -119,7 +119,7 @@ def _workers(n_jobs, client) -> int:
         return n_jobs or available_cores()
     if isinstance(client, str):
         return 4       # unknown without connecting; only the chunk size depends on it
-    return max(1, len(client.scheduler_info().get("workers", {})))
+    return max(1, sum(client.nthreads().values()))
 
 
 def combine(runs: list[RunStats]) -> dict:

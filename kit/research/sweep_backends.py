@@ -112,12 +112,11 @@ def _on_dask(tasks, fn, client, results, bar, on_failure) -> None:
         futures = {future.key: (future, task) for future, task in zip(submitted, tasks)}
         for future in as_completed(submitted, loop=client.loop):
             _, task = futures[future.key]
-            if future.status == "error":
-                exc = future.exception()
-                if on_failure is not None:
-                    results[task.index] = on_failure(task, f"{type(exc).__name__}: {exc}")
-            elif future.status == "finished":
+            if future.status == "finished":
                 results[task.index] = future.result()
+            elif on_failure is not None:     # a worker lost with the task, or the task cancelled elsewhere
+                exc = future.exception() if future.status == "error" else None
+                results[task.index] = on_failure(task, f"{type(exc).__name__}: {exc}" if exc else future.status)
             future.release()
             bar.step()
     except KeyboardInterrupt:
