@@ -50,7 +50,9 @@ def sweep(strategy, grid, data, *, days=None, tokens=None, exchange_type: int | 
     ``n_jobs``: local worker processes (default: the cores available; 1 runs
     in this process). ``client``: a ``dask.distributed.Client`` or a
     scheduler address; the tasks then run there. ``progress``: a bar, False,
-    or a callable ``progress(done_tasks, total_tasks)``. Other keyword
+    or a callable ``progress(done_tasks, total_tasks)``. ``chunk_size``:
+    parameter sets per task (default: about four tasks per worker; the
+    results do not depend on it). Other keyword
     arguments go to ``TraderConfig`` (e.g. ``risk=RiskLimits(...)``).
 
     Columns of ``result.frame`` (``day`` too with ``per_day=True``), after the parameters:
@@ -73,6 +75,10 @@ def sweep(strategy, grid, data, *, days=None, tokens=None, exchange_type: int | 
       ``error``: why a day failed ("" when fine; the other days still count);
       ``partial``: the row misses days because the sweep was interrupted.
 
+    A parameter set that raises is its rows' ``error``; the others run on. A
+    worker process that dies (killed for memory, a crash in C code): on Dask
+    only its task fails and the rest are rescheduled; joblib stops the sweep
+    with it, keeping what finished and reporting the rest with the error.
     Charges (brokerage, taxes) are not modelled: P&L is before costs.
     """
     param_sets = expand_grid(grid)
