@@ -19,11 +19,13 @@ A trader's config is composed of its parts' configs:
 """
 from kit.angel.candles import history
 from kit.broker.risk import RiskLimits
+from kit.core.calendar import Calendar
 from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
 from kit.core.tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
 from kit.engine.config import (ConnectionConfig, DispatchConfig, JournalConfig, MetricsConfig, ReplayConfig,
                                SimConfig, TraderConfig)
 from kit.engine.errors import ErrorBudget
+from kit.engine.square_off import SquareOff
 from kit.engine.trader import LiveTrader
 from kit.engine.venues import AngelVenue, SimVenue
 from kit.feed.dispatch import CALLBACK, POLL, QUEUE
@@ -34,7 +36,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "LiveTrader", "TraderConfig", "SimConfig", "ReplayConfig", "ConnectionConfig", "DispatchConfig", "MetricsConfig",
-    "JournalConfig", "RiskLimits", "ErrorBudget", "ReconnectPolicy", "SimVenue", "AngelVenue",
+    "JournalConfig", "RiskLimits", "Calendar", "SquareOff", "ErrorBudget", "ReconnectPolicy", "SimVenue",
+    "AngelVenue",
     "Strategy", "Signal", "Tick", "Quote", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
     "Simulator", "examples", "dashboard", "history", "backtest", "read_recording", "export_strategy",

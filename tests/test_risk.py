@@ -113,16 +113,17 @@ def test_trading_hours_apply_to_live_by_default_and_never_block_paper():
     risk.arm()
     signal = Signal.buy(tick(100), 1)
     assert risk.check(signal, None, PaperBroker()) is None                   # paper: any hour, any day
-    assert risk.check(signal, None, LiveLike()) == \
-        "outside trading hours 09:15–15:30 IST (Mon, Tue, Wed, Thu, Fri): it is Sat 11:00 IST"
+    assert risk.check(signal, None, LiveLike()) == "closed: NFO does not trade on Saturdays (2026-11-28)"
     clock.t = at("2026-11-26 09:14")
-    assert "it is Thu 09:14 IST" in risk.check(signal, None, LiveLike())
+    assert risk.check(signal, None, LiveLike()) == "outside NFO hours 09:15–15:30 IST on 2026-11-26: it is 09:14 IST"
     clock.t = at("2026-11-26 09:15")
     assert risk.check(signal, None, LiveLike()) is None
     clock.t = at("2026-11-26 15:30")
     assert risk.check(signal, None, LiveLike()) is not None                  # the close is exclusive
-    always = RiskManager(RiskLimits(trading_hours=("10:00", "11:00"), enforce_hours="always"), clock=clock)
-    assert "outside trading hours 10:00–11:00" in always.check(signal, None, PaperBroker())
+    clock.t = at("2026-11-26 10:30")
+    always = RiskManager(RiskLimits(trading_hours=("10:00", "10:30"), enforce_hours="always"), clock=clock)
+    assert always.check(signal, None, PaperBroker()) == \
+        "outside RiskLimits.trading_hours 10:00–10:30 IST (Mon, Tue, Wed, Thu, Fri): it is Thu 10:30 IST"
     with pytest.raises(ValueError):
         RiskLimits(enforce_hours="sometimes")
 

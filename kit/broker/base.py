@@ -50,8 +50,8 @@ class Broker(Protocol):
         """Cancel every active order; returns how many cancels were made or requested."""
         ...
 
-    def flatten(self, reason: str = "flatten") -> list[Order]:
-        """A MARKET order against every non-zero position; returns them."""
+    def flatten(self, reason: str = "flatten", *, exchange_types=None) -> list[Order]:
+        """A MARKET order against every non-zero position (of ``exchange_types`` only, if given); returns them."""
         ...
 
     def open_orders(self) -> list[Order]:

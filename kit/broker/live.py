@@ -300,8 +300,9 @@ class SmartApiBroker(PositionBook):
             active = [o.order_id for o in self.book.orders.values() if o.status in ACTIVE]
         return sum(self.cancel(order_id) for order_id in active)
 
-    def flatten(self, reason: str = "flatten") -> list[LiveOrder]:
-        """Close every position of this trader's product, as the broker reports it now.
+    def flatten(self, reason: str = "flatten", *, exchange_types=None) -> list[LiveOrder]:
+        """Close every position of this trader's product (in ``exchange_types`` only, if given), as the
+        broker reports it now.
 
         The broker's positions are read fresh (``check_positions``) and each
         non-zero net quantity gets a MARKET order of the same size the other
@@ -316,6 +317,8 @@ class SmartApiBroker(PositionBook):
                          if i.open_buy or i.open_sell}
         orders = []
         for position in self._snapshots():
+            if exchange_types is not None and position.exchange_type not in exchange_types:
+                continue
             if position.qty and (position.exchange_type, position.token) in in_flight:
                 # An order of ours may still fill there: a flattening order now could overshoot.
                 log.error("flatten: %s (exchange type %d) left as it is: an order there is still active",

@@ -381,12 +381,13 @@ class PaperBroker(PositionBook):
                         instrument.pending = [w for w in instrument.pending if w.order.status == OPEN]
             return cancelled
 
-    def flatten(self, reason: str = "flatten") -> list[Order]:
-        """A MARKET order against every non-zero position; they fill on the next tick."""
+    def flatten(self, reason: str = "flatten", *, exchange_types=None) -> list[Order]:
+        """A MARKET order against every non-zero position (of ``exchange_types`` only, if given);
+        they fill on the next tick."""
         from kit.core.strategy import Signal
         orders = []
         for position in self._snapshots():
-            if position.qty:
+            if position.qty and (exchange_types is None or position.exchange_type in exchange_types):
                 side = "SELL" if position.qty > 0 else "BUY"
                 orders.append(self.submit(Signal(position.token, side, abs(position.qty), MARKET, None,
                                                  position.exchange_type, reason), None))

@@ -10,7 +10,10 @@ Each costs O(1) whatever the number of open orders:
    positive limit price (NaN, inf, 0 and negatives are refused here)
 2. the trading gate (``kit.broker.gate``): halted by the kill switch, not armed
    (live), stopped, a failing journal, positions not yet checked
-3. trading hours: 09:15–15:30 IST, Monday–Friday, by default for live brokers only
+3. trading hours: the signal's segment is in session (``kit.core.calendar``: per segment hours, holidays,
+   the user's own days), by default for live brokers only; then the intraday square-off: once a
+   segment's intraday positions were squared off (``kit.engine.square_off``), only orders that
+   shrink a position pass there until the next session
 4. ``max_qty_per_order`` (units) and ``max_lots_per_order`` (lots of the instrument)
 5. ``max_position_per_token``: |position + open orders + this order|, in units;
    an order that shrinks the exposure always passes
@@ -35,13 +38,14 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from kit.broker.base import Broker
 from kit.broker.gate import TradingGate
-from kit.core.market import IST, TRADING_DAYS, TRADING_HOURS
+from kit.core.calendar import Calendar, default_calendar, minutes
+from kit.core.market import IST, NSE_CM
 from kit.broker.rules import DEFAULT_PRICE_COLLAR, shape_problem
 from kit.core.ratelimit import EXCHANGE_ORDER_LIMITS, RateLimiter
 
@@ -51,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENFORCE = ("live", "always", "never")
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_WEEKDAYS = (0, 1, 2, 3, 4)
 
 
 @dataclass
@@ -66,15 +71,22 @@ class RiskLimits:
     # A LIMIT price further than this fraction from the last good price is refused, when the
     # instrument's circuit band is not known (None: no collar). Both brokers apply it.
     price_collar: float | None = DEFAULT_PRICE_COLLAR
-    trading_hours: tuple[str, str] = TRADING_HOURS          # IST, start inclusive, end exclusive
-    trading_days: tuple[int, ...] = TRADING_DAYS            # Monday = 0
-    enforce_hours: str = "live"                             # "live", "always" or "never"
+    # When each segment trades: None is the kit's (kit.core.calendar.default_calendar()).
+    calendar: Calendar | None = field(default=None, repr=False, compare=False)
+    # A window of your own inside the segments' sessions (IST, start inclusive, end exclusive), and
+    # weekdays (Monday = 0); None: the calendar's alone.
+    trading_hours: tuple[str, str] | None = None
+    trading_days: tuple[int, ...] | None = None
+    # Applies the calendar and the intraday square-off: "live" (live brokers, by the wall clock),
+    # "always" (paper too; a replay by its ticks' time) or "never".
+    enforce_hours: str = "live"
 
     def __post_init__(self):
         if self.enforce_hours not in ENFORCE:
             raise ValueError(f"enforce_hours must be one of {ENFORCE}, not {self.enforce_hours!r}")
-        start, end = (_minutes(t) for t in self.trading_hours)
-        if not start < end:
+        if self.calendar is not None and not isinstance(self.calendar, Calendar):
+            raise TypeError(f"calendar takes a kit.core.calendar.Calendar, not {type(self.calendar).__name__}")
+        if self.trading_hours is not None and not minutes(self.trading_hours[0]) < minutes(self.trading_hours[1]):
             raise ValueError(f"trading_hours {self.trading_hours} must start before they end")
         if self.max_daily_loss is not None and (
                 isinstance(self.max_daily_loss, bool) or not isinstance(self.max_daily_loss, (int, float))
@@ -122,24 +134,23 @@ _RATE_FIELDS = ("max_orders_per_second", "max_orders_per_minute", "max_orders_pe
 _RATE_UNITS = ("second", "minute", "hour")
 
 
-def _minutes(hhmm: str) -> int:
-    hours, _, minutes = hhmm.partition(":")
-    return int(hours) * 60 + int(minutes)
-
-
 class RiskManager:
     """Applies ``RiskLimits`` to signals and holds the trading gate (kill switch, live arming).
 
     ``lot_size(token, exchange_type) -> int | None`` resolves lots (the live
     broker's instrument master, by default the broker's own ``lot_size``).
     ``clock`` (epoch seconds) and ``monotonic`` are injectable for tests.
+    ``tick_time``: judge the trading hours by the time of the tick a signal
+    answers (a replay) rather than by ``clock``.
     ``gate`` is shared with the live broker, whose sender checks it again
     immediately before each request. ``broker`` is any ``kit.broker.base.Broker``.
     """
 
     def __init__(self, limits: RiskLimits | None = None, *, lot_size=None, clock=time.time,
-                 monotonic=time.monotonic, gate: TradingGate | None = None):
+                 monotonic=time.monotonic, gate: TradingGate | None = None, tick_time: bool = False):
         self.limits = limits or RiskLimits()
+        self.calendar = self.limits.calendar or default_calendar()
+        self.tick_time = tick_time
         self.lot_size = lot_size
         self._clock = clock
         self._monotonic = monotonic
@@ -148,7 +159,11 @@ class RiskManager:
         self._rate_units = [unit for unit, (count, _) in zip(_RATE_UNITS, rates) if count is not None]
         self._rates = RateLimiter([r for r in rates if r[0] is not None], monotonic=monotonic) \
             if self._rate_units else None
-        self._hours_minute, self._hours_answer = None, ""   # outside_hours for one epoch minute
+        # exchange type -> (epoch minute, outside_hours' answer): one answer a minute, forgotten
+        # whenever the calendar changes (it clears the caches it was asked to watch).
+        self._hours: dict[int, tuple[float, str]] = self.calendar.cache()
+        # exchange type -> why risk-increasing orders are refused there since its intraday square-off.
+        self._squared_off: dict[int, str] = {}
         self._rates_full_until = 0.0     # monotonic time a full rate window frees up
         self._rates_reason = ""
         self.gate = gate or TradingGate()
@@ -190,9 +205,19 @@ class RiskManager:
         if closed:
             return closed
         if lim.enforce_hours == "always" or (lim.enforce_hours == "live" and broker.live):
-            closed = self.outside_hours()
+            # outside_hours' per-minute answer, inlined: this runs for every live signal.
+            now = tick.exchange_ts / 1000 if self.tick_time and tick is not None else self._clock()
+            cached = self._hours.get(signal.exchange_type)
+            closed = cached[1] if cached is not None and cached[0] == now // 60 else \
+                self.outside_hours(signal.exchange_type, now)
             if closed:
                 return closed
+        if self._squared_off:
+            closed = self._squared_off.get(signal.exchange_type)
+            if closed:
+                exposure = broker.exposure(signal.token, signal.exchange_type)
+                if not abs(exposure + (signal.qty if signal.side == "BUY" else -signal.qty)) < abs(exposure):
+                    return closed
         if lim.max_qty_per_order is not None and signal.qty > lim.max_qty_per_order:
             return f"qty {signal.qty} exceeds max_qty_per_order {lim.max_qty_per_order}"
         if lim.max_lots_per_order is not None:
@@ -243,25 +268,47 @@ class RiskManager:
         resolver = self.lot_size or broker.lot_size
         return resolver(signal.token, signal.exchange_type)
 
-    def outside_hours(self, now: float | None = None) -> str:
-        """"" inside the trading window, else a sentence saying why not (the same for a whole minute)."""
+    def outside_hours(self, exchange_type: int = NSE_CM, now: float | None = None) -> str:
+        """"" while the segment trades, else a sentence saying why not (the same for a whole minute)."""
         now = self._clock() if now is None else now
         minute = now // 60
-        if minute == self._hours_minute:
-            return self._hours_answer
-        self._hours_minute, self._hours_answer = minute, self._outside_hours(now)
-        return self._hours_answer
+        cached = self._hours.get(exchange_type)
+        if cached is not None and cached[0] == minute:
+            return cached[1]
+        answer = self._outside_hours(exchange_type, now)
+        self._hours[exchange_type] = (minute, answer)
+        return answer
 
-    def _outside_hours(self, now: float) -> str:
+    def _outside_hours(self, exchange_type: int, now: float) -> str:
+        try:
+            closed = self.calendar.why_closed(exchange_type, now)
+        except ValueError:
+            return f"exchange type {exchange_type} is not an Angel One segment: when it trades is unknown"
         lim = self.limits
+        if closed or (lim.trading_hours is None and lim.trading_days is None):
+            return closed
         t = datetime.fromtimestamp(now, IST)
-        start, end = (_minutes(x) for x in lim.trading_hours)
-        minute = t.hour * 60 + t.minute
-        if t.weekday() in lim.trading_days and start <= minute < end:
+        days = _WEEKDAYS if lim.trading_days is None else lim.trading_days
+        start, end = (0, 24 * 60) if lim.trading_hours is None else (minutes(x) for x in lim.trading_hours)
+        if t.weekday() in days and start <= t.hour * 60 + t.minute < end:
             return ""
-        days = ", ".join(_DAY_NAMES[d] for d in lim.trading_days)
-        return (f"outside trading hours {lim.trading_hours[0]}–{lim.trading_hours[1]} IST ({days}): "
+        window = "" if lim.trading_hours is None else f" {lim.trading_hours[0]}–{lim.trading_hours[1]} IST"
+        return (f"outside RiskLimits.trading_hours{window} ({', '.join(_DAY_NAMES[d] for d in days)}): "
                 f"it is {_DAY_NAMES[t.weekday()]} {t:%H:%M} IST")
+
+    # ------------------------------------------------------------------ the intraday square-off
+    def close_for_square_off(self, exchange_type: int, reason: str) -> None:
+        """Refuse orders that do not shrink a position in ``exchange_type`` with ``reason``, until reopened."""
+        self._squared_off = {**self._squared_off, exchange_type: reason}
+
+    def reopen_after_square_off(self) -> None:
+        """A new session: orders of every segment are judged as usual again."""
+        self._squared_off = {}
+
+    @property
+    def squared_off(self) -> dict[int, str]:
+        """exchange type -> why only position-reducing orders pass there (empty outside a square-off)."""
+        return dict(self._squared_off)
 
     # ------------------------------------------------------------------ switches
     @property
@@ -294,5 +341,5 @@ class RiskManager:
 
     def status(self) -> dict:
         return {"halted": self.halted, "halt_reason": self.halt_reason, "armed": self.armed,
-                "loss_stop": self.loss_stop, "gate": self.gate.reasons,
+                "loss_stop": self.loss_stop, "gate": self.gate.reasons, "squared_off": self.squared_off,
                 "rejections": self.rejections, "last_rejection": self.last_rejection}

@@ -1,8 +1,9 @@
-"""Market constants: India's time zone, Angel One's exchange segments, the trading day.
+"""Market constants: India's time zone, Angel One's exchange segments.
 
 One module so that every part of the kit agrees on them: the feed's
 exchange types, the instrument master's segment names, the candle API's
-exchanges and the trading window all come from here.
+exchanges all come from here. When each segment trades (its sessions and
+holidays) is ``kit.core.calendar``'s.
 
     market.IST                      # the tzinfo for Indian Standard Time (no daylight saving)
     market.IST_ZONE                 # "Asia/Kolkata": the same zone by name, for pandas and Parquet
@@ -33,11 +34,6 @@ FEED_EXCHANGE_NAMES: dict[int, str] = {
 def price_divisor(exchange_type: int) -> float:
     """Wire prices are paise; currency derivatives carry 1e7 per rupee."""
     return 10_000_000.0 if exchange_type == CDE_FO else 100.0
-
-
-# Equity and F&O trading on NSE/BSE: 09:15 to 15:30 IST, Monday to Friday.
-TRADING_HOURS: tuple[str, str] = ("09:15", "15:30")
-TRADING_DAYS: tuple[int, ...] = (0, 1, 2, 3, 4)     # Monday = 0
 
 
 def today_ist() -> date:

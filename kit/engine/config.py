@@ -20,7 +20,8 @@ component, with defaults that work offline, and checks them in its own
     dispatch    DispatchConfig    the dispatcher's queue: queue_size, poll_interval
     metrics     MetricsConfig     latency measurement: window, latency
     journal     JournalConfig     the SQLite journal: path, sync
-    risk        RiskLimits        pre-trade risk (kit.broker.risk)
+    risk        RiskLimits        pre-trade risk (kit.broker.risk), and the calendar it applies
+    square_off  SquareOff         the intraday square-off time per segment (kit.engine.square_off; None: never)
 
 A setting given at the wrong level is a ``TypeError`` that says where it lives:
 ``TraderConfig(sim_rate=20)`` says "sim_rate is not a TraderConfig field: it
@@ -37,6 +38,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from kit.broker.risk import RiskLimits
 from kit.core.tick import LTP, MODE_NAMES
 from kit.engine.errors import ErrorBudget
+from kit.engine.square_off import SquareOff
 from kit.engine.tokens import checked_tokens
 from kit.feed.dispatch import MODES, QUEUE
 from kit.feed.live import ReconnectPolicy
@@ -46,7 +48,7 @@ PARSERS = ("fast", "sdk")
 JOURNAL_SYNCS = ("FULL", "NORMAL", "EXTRA")
 
 __all__ = ["TraderConfig", "SimConfig", "ReplayConfig", "ConnectionConfig", "DispatchConfig", "MetricsConfig",
-           "JournalConfig", "RiskLimits", "ErrorBudget", "FEEDS"]
+           "JournalConfig", "RiskLimits", "SquareOff", "ErrorBudget", "FEEDS"]
 
 
 def _strict(cls):
@@ -238,12 +240,13 @@ class TraderConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
     risk: RiskLimits = field(default_factory=RiskLimits)
+    square_off: SquareOff | None = field(default_factory=SquareOff)
     error_budget: ErrorBudget | None = ErrorBudget()
 
     def __post_init__(self):
         for attr, part in _PARTS.items():
             value = getattr(self, attr)
-            if not isinstance(value, part) and not (attr == "replay" and value is None):
+            if not isinstance(value, part) and not (attr in ("replay", "square_off") and value is None):
                 raise TypeError(_wrong_part(attr, part, value))
         if self.feed not in FEEDS:
             raise ValueError(f"feed must be one of {FEEDS}, not {self.feed!r}")
@@ -265,7 +268,7 @@ class TraderConfig:
 
 # ---------------------------------------------------------------- where each setting lives
 _PARTS = {"sim": SimConfig, "replay": ReplayConfig, "connection": ConnectionConfig, "dispatch": DispatchConfig,
-          "metrics": MetricsConfig, "journal": JournalConfig, "risk": RiskLimits}
+          "metrics": MetricsConfig, "journal": JournalConfig, "risk": RiskLimits, "square_off": SquareOff}
 # Where a part's setting goes when a TraderConfig holds a bare value instead of the part.
 _PRIMARY = {"replay": "source", "journal": "path"}
 # Flat names that prefix a setting with its part (sim_rate is SimConfig.rate): name -> (part attribute, field).

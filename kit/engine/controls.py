@@ -8,6 +8,7 @@ broker's ``wait_settled`` is asked of live brokers alone.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from kit.broker.base import Broker
@@ -94,3 +95,39 @@ class LiveControls:
                 "flatten_orders": [o.order_id for o in orders],
                 "open_orders": len(broker.open_orders()),
                 "positions": {key: p.qty for key, p in broker.positions.items() if p.qty}}
+
+    def square_off(self, exchange_types: frozenset, reason: str, *, timeout: float = 10.0) -> dict:
+        """``kill``'s cancel-and-flatten for some segments only, without halting (``kit.engine.square_off``).
+
+        The caller has already closed those segments to orders that do not
+        reduce a position (``RiskManager.close_for_square_off``). Live: waits
+        up to ``timeout`` seconds for the cancels, then for the flattening
+        fills; the broker's positions are read fresh and only ever shrunk.
+        """
+        broker = self.broker
+        mine = [o.order_id for o in broker.open_orders() if o.exchange_type in exchange_types]
+        cancelled = sum(bool(broker.cancel(order_id)) for order_id in mine)
+        settled = self._settled(exchange_types, timeout)
+        orders, error = [], ""
+        try:
+            orders = broker.flatten(reason, exchange_types=exchange_types)
+        except Exception as exc:
+            error = f"could not flatten: {type(exc).__name__}: {exc}"
+            log.error("square-off: %s", error)
+        if orders:
+            settled = self._settled(exchange_types, timeout) and settled
+        return {"reason": reason, "cancelled": cancelled, "settled": settled, "error": error,
+                "flatten_orders": [o.order_id for o in orders],
+                "positions": {key: p.qty for key, p in broker.positions.items()
+                              if p.qty and key[0] in exchange_types}}
+
+    def _settled(self, exchange_types: frozenset, timeout: float) -> bool:
+        """Live: wait until no order of these segments is active. Paper orders wait for ticks: True."""
+        if not self.broker.live:
+            return True
+        deadline = time.monotonic() + timeout
+        while any(o.exchange_type in exchange_types for o in self.broker.open_orders()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True

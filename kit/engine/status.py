@@ -46,7 +46,9 @@ def risk_status(risk: RiskManager, live: bool) -> dict:
     return {"armed": risk.armed, "halted": risk.halted, "halt_reason": risk.halt_reason,
             # Why an order would be refused now ("" when trading is allowed), and the daily-loss stop.
             "orders_blocked": risk.gate.refusal(ignore=_LIVE_IGNORES if live else _PAPER_IGNORES) or "",
-            "loss_stop": risk.loss_stop, "last_rejection": risk.last_rejection}
+            "loss_stop": risk.loss_stop, "last_rejection": risk.last_rejection,
+            # Segments squared off today: only orders that reduce a position pass there ("" when none).
+            "square_off": "; ".join(sorted(set(risk.squared_off.values())))}
 
 
 def broker_status(broker: Broker) -> dict:

@@ -24,6 +24,7 @@ from kit.core.strategy import Signal, Strategy
 from kit.engine.errors import StrategyErrors
 from kit.engine.gaps import GapBook
 from kit.engine.metrics import LatencyMetrics
+from kit.engine.square_off import NEVER_MS
 from kit.engine.signals import RejectionLog, signals_of
 from kit.engine.strategy_check import check_strategy
 
@@ -59,6 +60,8 @@ class TickPath:
         self._gap_book = GapBook()
         self.gaps = self._gap_book.history          # every gap found in the feed
         self._pending_gaps = self._gap_book.pending  # those the strategy has yet to hear of
+        self.square_off = None                       # a SquareOffRunner, when the square-off applies
+        self._square_off_at_ms = NEVER_MS           # a replay's ticks from this exchange time poll it
 
     # ================================================================== the tick path
     def _on_tick(self, tick, via: str) -> None:
@@ -75,6 +78,9 @@ class TickPath:
             #    One truthiness test per tick; the rest runs only while a gap awaits delivery.
             if self._pending_gaps:
                 self._deliver_gaps(tick)
+            # 0b. a replay's intraday square-off, by its ticks' time: one comparison per tick
+            if tick.exchange_ts >= self._square_off_at_ms:
+                self._square_off_due(tick)
             # 1. paper orders waiting for "the next tick" fill at this one
             self.broker.on_tick(tick)
             # 2. the strategy
@@ -116,6 +122,12 @@ class TickPath:
             self.metrics.record(via, tick.recv_ns, dispatched, decided, acked)
         for listener in self._tick_listeners.current:
             listener(tick)
+
+    def _square_off_due(self, tick) -> None:
+        """Square off what is due at ``tick``'s exchange time; its flattening orders fill from this tick on."""
+        runner = self.square_off
+        runner.poll(tick.exchange_ts / 1000)
+        self._square_off_at_ms = runner.next_at_ms
 
     def _deliver_gaps(self, tick) -> None:
         """Call ``strategy.on_gap`` for the gaps that end at or before ``tick`` (strategy lock held)."""

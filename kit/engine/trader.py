@@ -40,6 +40,7 @@ from kit.engine.heap import frozen_heap
 from kit.engine.tick_path import TickPath
 from kit.engine.metrics import LatencyMetrics
 from kit.engine.recording import RecordingTap
+from kit.engine.square_off import INTRADAY_PRODUCTS, SquareOffRunner
 from kit.engine.instrument_names import InstrumentNames
 from kit.engine.status import trader_status
 from kit.engine.venues import Venue, venue_for
@@ -59,9 +60,11 @@ class LiveTrader(TickPath):
     ``config.feed`` names (``kit.engine.venues.venue_for``). Pass
     ``venue=kit.SimVenue(simulator=sim)`` to share a running simulator.
     ``overrides``: TraderConfig fields, e.g. ``LiveTrader(name="b")``.
+    ``clock``: epoch seconds for the trading hours and the square-off (tests inject one).
     """
 
-    def __init__(self, config: TraderConfig | None = None, *, venue: Venue | None = None, **overrides):
+    def __init__(self, config: TraderConfig | None = None, *, venue: Venue | None = None, clock=time.time,
+                 **overrides):
         config = replace(config or TraderConfig(), **overrides)
         if venue is None:
             venue = venue_for(config)
@@ -77,12 +80,16 @@ class LiveTrader(TickPath):
         self.config = config
         self.venue = venue
         self.live = not config.paper
-        risk = RiskManager(config.risk.for_live() if self.live else config.risk)
+        # A replay (no venue) judges the hours by its ticks' time, live trading by the clock.
+        risk = RiskManager(config.risk.for_live() if self.live else config.risk, clock=clock,
+                           tick_time=venue is None)
         super().__init__(risk, make_broker(config, risk, venue), LatencyMetrics(config.metrics.window),
                          measure_latency=config.metrics.latency, signals_kept=config.signals_kept,
                          error_budget=config.error_budget)
         self._names = InstrumentNames(venue, config.connection.instruments_url)
         self._controls = LiveControls(self.risk, self.broker, venue)
+        self._clock = clock
+        self.square_off = self._square_off_runner()
         self.dispatcher = Dispatcher(self._on_tick, config.mode, maxsize=config.dispatch.queue_size,
                                      poll_interval=config.dispatch.poll_interval)
         self.feed = None                    # a SmartFeed, or a ReplayFeed
@@ -145,6 +152,11 @@ class LiveTrader(TickPath):
                     self._call_hook(self._strategy, "on_start")
                 self._running = True
             self.risk.gate.open("stopped")
+            if self.square_off is not None:
+                if self.venue is None:
+                    self._square_off_at_ms = 0          # a replay: by the ticks' time, from the first one
+                else:
+                    self.square_off.watch(self._clock)
             if consumer_thread:
                 self.dispatcher.start_consumer_thread(name=f"kit-consumer-{self.config.name}")
             self.feed.start()
@@ -215,6 +227,8 @@ class LiveTrader(TickPath):
             # First of all: no order reaches the exchange after stop() returns. Orders queued
             # for the sender are cancelled, and a request in flight finishes before this returns.
             self.risk.gate.close("stopped", "the trader is stopped")
+            if self.square_off is not None:
+                self.square_off.unwatch()
             if self.feed is not None:
                 self.feed.stop()
             self.dispatcher.stop()
@@ -240,6 +254,16 @@ class LiveTrader(TickPath):
 
     def __exit__(self, *exc):
         self.close()
+
+    def _square_off_runner(self) -> SquareOffRunner | None:
+        """The intraday square-off (``kit.engine.square_off``), when it applies to this trader."""
+        cfg = self.config
+        enforce = self.risk.limits.enforce_hours
+        if (cfg.square_off is None or cfg.product not in INTRADAY_PRODUCTS
+                or not (enforce == "always" or (enforce == "live" and self.broker.live))):
+            return None
+        return SquareOffRunner(cfg.square_off, self.risk.calendar, self.risk, self._controls,
+                               live=self.broker.live, name=cfg.name)
 
     # ================================================================== recording (kit.engine.recording)
     def start_recording(self, path, **options):

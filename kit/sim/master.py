@@ -22,7 +22,7 @@ def simulated_master(today: date | None = None) -> list[Instrument]:
     puts at 23,900–24,100 expiring on the nearest Tuesday (the weekly
     expiry), lot 65, tick ₹0.05. 43660–43669 are the same strikes a week
     later, 43670–43699 the month's at 23,150–23,850, 43700 the month's future;
-    BANKNIFTY and two shares round it off.
+    BANKNIFTY, two shares and an MCX crude oil future (450001, lot 100) round it off.
     """
     today = today or today_ist()
     weekly = _weekday_on_or_after(today, 1)      # NIFTY weeklies expire on Tuesdays
@@ -59,4 +59,7 @@ def simulated_master(today: date | None = None) -> list[Instrument]:
     for token, option_type in (("43800", "CE"), ("43801", "PE")):
         rows.append(Instrument(token, f"BANKNIFTY{code}52000{option_type}", "BANKNIFTY", "NFO", 2,
                                "OPTIDX", monthly, 52_000.0, option_type, 30, 0.05))
+    # An MCX future, so orders in a segment with its own hours reach the simulated exchange.
+    rows.append(Instrument("450001", f"CRUDEOIL{monthly.strftime('%d%b%y').upper()}FUT", "CRUDEOIL", "MCX", 5,
+                           "FUTCOM", monthly, 0.0, "", 100, 1.0))
     return rows
