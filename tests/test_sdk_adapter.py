@@ -588,3 +588,53 @@ def test_21_the_environment_proxy_settings_still_apply(sim, in_tmp_cwd, monkeypa
     direct = sdk_adapter.smart_connect(sim.rest.credentials.api_key, root=sim.rest.url, timeout=5)
     with pytest.raises(Exception, match="Invalid Token"):                # the simulator's answer: reached it
         direct.cancelOrder("unknown", "NORMAL")
+
+
+
+def _logged_in(sim):
+    creds = Credentials(**{k: getattr(sim.rest.credentials, k) for k in ("api_key", "client_code", "pin", "totp_secret")})
+    return login(creds, root=sim.rest.url)
+
+
+def test_22_generate_token_says_why_it_was_refused_and_keeps_every_new_token(sim, in_tmp_cwd):
+    from kit.sim.rest import TOKEN_PATH, reply
+    session = _logged_in(sim)
+    client = session.client
+    answers = [reply(status=False, message="Refresh token is expired", errorcode="AB8099"),
+               reply({"jwtToken": "rotated-jwt-22-" + "x" * 12, "feedToken": "rotated-feed-22-" + "y" * 12,
+                      "refreshToken": "rotated-refresh-22-" + "z" * 12})]
+    sim.rest.route("POST", TOKEN_PATH, secure=False)(lambda req: answers[0])
+    try:
+        before = client.access_token, client.feed_token, client.refresh_token
+        # Control: the SDK's own generateToken turns the refusal into a TypeError that hides why.
+        with pytest.raises(TypeError):
+            sdk_adapter.SmartConnect.generateToken(client, client.refresh_token)
+        refused = client.generateToken(client.refresh_token)
+        assert refused["status"] is False and refused["message"] == "Refresh token is expired"
+        assert (client.access_token, client.feed_token, client.refresh_token) == before
+        answers.pop(0)
+        renewed = client.generateToken(client.refresh_token)["data"]
+        assert (client.access_token, client.feed_token, client.refresh_token) == (
+            renewed["jwtToken"], renewed["feedToken"], renewed["refreshToken"])    # the SDK keeps the old refresh
+        assert set(renewed.values()) <= sdk_adapter.redactor.secrets()
+    finally:
+        client.close()
+
+
+def test_23_a_refused_token_is_reported_with_the_token_the_request_carried(sim, in_tmp_cwd):
+    import inspect
+    session = _logged_in(sim)
+    client = session.client
+    refused = []
+    client.on_token_refused = refused.append
+    try:
+        assert client.getProfile(client.refresh_token)["status"] is True
+        assert refused == []
+        sim.rest.tokens.revoke()
+        with pytest.raises(Exception, match="Invalid Token"):
+            client.position()
+        assert refused == [client.access_token]
+        # The SDK's own hook is called with no argument: its owner cannot tell which token was refused.
+        assert list(inspect.signature(sdk_adapter.SmartConnect.setSessionExpiryHook).parameters) == ["self", "method"]
+    finally:
+        client.close()

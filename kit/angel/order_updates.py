@@ -4,7 +4,8 @@
 ``ReconnectingSocket``, around one ``KitOrderUpdateSocket`` (the SDK's client
 with its defects contained): a dropped connection is reconnected with the
 ``ReconnectPolicy``; a refused token (HTTP 401/403) stops the stream, since
-retrying cannot fix it. The text ``ping`` goes out every
+retrying cannot fix it (with a ``session``, it asks the session to renew and
+reconnects with the new token). The text ``ping`` goes out every
 ``heartbeat_interval`` seconds, and the connection is dropped and reconnected
 when no frame came back for three intervals.
 
@@ -50,9 +51,9 @@ class OrderUpdateStream(ReconnectingSocket):
 
     def __init__(self, url: str, credentials: FeedCredentials, on_update, *,
                  reconnect: ReconnectPolicy | None = None, heartbeat_interval: float = 10.0,
-                 verify_tls: bool = True, name: str = "kit-order-updates"):
+                 verify_tls: bool = True, name: str = "kit-order-updates", session=None):
         super().__init__(url, credentials, OrderStreamStats(), reconnect=reconnect,
-                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls, name=name)
+                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls, name=name, session=session)
         self.on_update = on_update
         self.on_connect = None
         self._last_pong = 0.0      # monotonic; any frame counts, since it proves the connection alive

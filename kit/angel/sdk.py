@@ -96,6 +96,19 @@ And one more in ``SmartConnect``:
     CPU with the GIL held, which ticks then wait for). ``KitSmartConnect``
     sends its requests through one keep-alive ``requests.Session``.
 
+22. ``generateToken`` reads ``response['data']['jwtToken']`` unguarded, so a
+    refused refresh token (``{"status": false, "data": null, ...}``) becomes a
+    ``TypeError`` that hides Angel One's answer; and it keeps the old refresh
+    token when the reply carries a new one. ``KitSmartConnect.generateToken``
+    returns the refusal as it came and stores all three tokens on success.
+
+23. A refused token reaches the caller only as a ``TokenException`` (HTTP 403
+    "Invalid Token", AG8001) from whichever call met it; the SDK's
+    ``session_expiry_hook`` takes no arguments, so its owner cannot tell a
+    refusal of the current token from one of a token already replaced.
+    ``KitSmartConnect.on_token_refused(token)`` is called with the token the
+    refused request carried (``kit.angel.session_keeper`` renews on it).
+
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
@@ -409,6 +422,7 @@ class SmartApiError(RuntimeError):
 
 
 _TOKEN_FIELDS = ("jwtToken", "refreshToken", "feedToken")
+TOKEN_ERRORS = frozenset({"AG8001", "AG8002", "AG8003"})   # invalid, expired, missing token (23)
 
 
 def _register_tokens(reply) -> None:
@@ -443,9 +457,28 @@ class KitSmartConnect(SmartConnect):
         self.http.proxies.update(env["proxies"])
         self.http.verify = env["verify"]
 
+    on_token_refused = None      # fn(token the refused request carried) (23)
+
     def _request(self, route, method, parameters=None):
-        with _smart_connect_module.requests.through(self.http):
-            return super()._request(route, method, parameters)
+        token = self.access_token
+        try:
+            with _smart_connect_module.requests.through(self.http):
+                reply = super()._request(route, method, parameters)
+        except Exception as exc:
+            if type(exc).__name__ == "TokenException":
+                self._token_refused(token)
+            raise
+        if isinstance(reply, dict) and reply.get("errorcode") in TOKEN_ERRORS:
+            self._token_refused(token)
+        return reply
+
+    def _token_refused(self, token) -> None:
+        hook = self.on_token_refused
+        if hook is not None and token:       # a request without a token (the login) was not refused for one
+            try:
+                hook(token)
+            except Exception:       # the caller's request failed already; the hook must not mask why
+                log.exception("on_token_refused failed")
 
     def close(self) -> None:
         """Close the kept-alive connections (a closed client opens new ones if used again)."""
@@ -472,8 +505,19 @@ class KitSmartConnect(SmartConnect):
         return self._redacted("getProfile", super().getProfile, refreshToken)
 
     def generateToken(self, refresh_token):
+        """New JWT and feed token for ``refresh_token`` (22): the reply as it came, refusal included."""
         register_secret(refresh_token)
-        return self._redacted("generateToken", super().generateToken, refresh_token)
+
+        def call():
+            reply = self._postRequest("api.token", {"refreshToken": refresh_token})
+            data = reply.get("data") if isinstance(reply, dict) else None
+            if isinstance(data, dict) and data.get("jwtToken") and data.get("feedToken"):
+                _register_tokens(reply)
+                self.setAccessToken(data["jwtToken"])
+                self.setFeedToken(data["feedToken"])
+                self.setRefreshToken(data.get("refreshToken") or refresh_token)
+            return reply
+        return self._redacted("generateToken", call)
 
     def renewAccessToken(self):
         return self._redacted("renewAccessToken", super().renewAccessToken)
@@ -782,6 +826,11 @@ class KitWebSocketV2(_ClosesCleanly, SmartWebSocketV2):
         self.on_tick = self.on_text = self.on_malformed = None
         self.on_connect = self.on_disconnect = self.on_socket_error = None
 
+    def use_credentials(self, auth_token: str, feed_token: str) -> None:
+        """Present these tokens from the next connect on (a renewed session's)."""
+        register_secret(auth_token, feed_token)
+        self.auth_token, self.feed_token = auth_token, feed_token
+
     # ---- 4: subscriptions
     def subscribe(self, correlation_id, mode, token_list):
         token_list = copy.deepcopy(token_list)
@@ -914,6 +963,11 @@ class KitOrderUpdateSocket(_ClosesCleanly, SmartWebSocketOrderUpdate):
         register_secret(auth_token, auth_token.removeprefix("Bearer ").strip(), api_key, feed_token)
         self.on_update = self.on_text = None
         self.on_connect = self.on_disconnect = self.on_socket_error = None
+
+    def use_credentials(self, auth_token: str, feed_token: str) -> None:
+        """Present these tokens from the next connect on (a renewed session's)."""
+        register_secret(auth_token, auth_token.removeprefix("Bearer ").strip(), feed_token)
+        self.auth_token, self.feed_token = auth_token, feed_token
 
     # ---- 10, 11, 13: connection lifecycle, owned by kit.angel.stream
     def connect(self):

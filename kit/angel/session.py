@@ -4,6 +4,10 @@
                                             # SMARTAPI_PIN, SMARTAPI_TOTP_SECRET
     session = login(creds)                  # SmartConnect.generateSession(code, PIN, TOTP)
     session.feed                            # what the market-data socket needs
+    session.expires_at                      # the JWT's ``exp`` (epoch seconds), None if it has none
+
+``kit.angel.session_keeper.SessionKeeper`` keeps a session valid: it renews
+the tokens before they expire and when one is refused.
 
 Secret values are registered with the log redactor the moment they are read
 (the tokens the moment the SDK stores them, before the call that may fail),
@@ -12,6 +16,8 @@ whose text is redacted and chains no original (``SmartApiError``).
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -66,6 +72,22 @@ class Session:
     feed: FeedCredentials
     client_code: str
 
+    @property
+    def expires_at(self) -> float | None:
+        """When the JWT stops being accepted (its ``exp``, epoch seconds); None if it does not say."""
+        return jwt_expiry(self.feed.auth_token)
+
+
+def jwt_expiry(token: str | None) -> float | None:
+    """The ``exp`` claim of a JWT ("Bearer " prefix allowed), without verifying it; None if unreadable."""
+    try:
+        payload = (token or "").removeprefix("Bearer ").strip().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims.get("exp")
+        return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    except (IndexError, ValueError, AttributeError, TypeError):
+        return None
+
 
 def login(creds: Credentials, *, root: str | None = None, timeout: float = 7.0) -> Session:
     """Log in through the real ``SmartConnect.generateSession``.
@@ -77,6 +99,15 @@ def login(creds: Credentials, *, root: str | None = None, timeout: float = 7.0) 
     root = root or os.environ.get(ROOT_URL_ENV) or None
     register_secret(creds.api_key, creds.pin, creds.totp_secret)   # however creds was built
     client = smart_connect(creds.api_key, root=root, timeout=timeout)
+    return Session(client, log_in(client, creds), creds.client_code)
+
+
+def log_in(client, creds: Credentials) -> FeedCredentials:
+    """``generateSession`` on ``client`` (a new one, or a session's own, whose tokens it replaces).
+
+    Raises as ``login`` does.
+    """
+    register_secret(creds.api_key, creds.pin, creds.totp_secret)
     totp = pyotp.TOTP(creds.totp_secret).now()
     register_secret(totp)
     reply = client.generateSession(creds.client_code, creds.pin, totp)
@@ -87,4 +118,4 @@ def login(creds: Credentials, *, root: str | None = None, timeout: float = 7.0) 
     data = reply["data"]
     jwt, refresh, feed_token = data["jwtToken"], data.get("refreshToken"), data["feedToken"]
     register_secret(jwt, jwt.removeprefix("Bearer ").strip(), refresh, feed_token)
-    return Session(client, FeedCredentials(jwt, creds.api_key, creds.client_code, feed_token), creds.client_code)
+    return FeedCredentials(jwt, creds.api_key, creds.client_code, feed_token)

@@ -5,7 +5,9 @@ adapter client from ``kit.angel.sdk`` whose ``connect()`` blocks until the
 connection closes and never reconnects by itself. ``ReconnectingSocket`` is
 what they share around it: a thread that connects again after every drop,
 waiting as its ``ReconnectPolicy`` says; a refused login (HTTP 401/403) that
-ends the retries; a second thread that sends the text ``ping`` heartbeat and
+ends the retries, or, with a ``session`` (``kit.angel.session_keeper``), asks
+it to renew and keeps retrying with whatever credentials it holds at each
+attempt; a second thread that sends the text ``ping`` heartbeat and
 asks the subclass whether the connection has stalled; a ``stop()`` that cuts a
 connect short and leaves no thread behind. A subclass is the protocol: it
 makes and wires the client (``_new_client``) and says what a stall is.
@@ -109,9 +111,13 @@ class ReconnectingSocket:
     _log = log
 
     def __init__(self, url: str, credentials: FeedCredentials, stats: StreamStats, *,
-                 reconnect: ReconnectPolicy | None, heartbeat_interval: float, verify_tls: bool, name: str):
+                 reconnect: ReconnectPolicy | None, heartbeat_interval: float, verify_tls: bool, name: str,
+                 session=None):
         self.url = url
         self.credentials = credentials
+        # A SessionKeeper (or None): credentials are taken from it at every connect, and a refusal
+        # asks it to renew instead of ending the retries.
+        self.session = session
         self.stats = stats
         self.reconnect = reconnect or ReconnectPolicy()
         self.heartbeat_interval = heartbeat_interval
@@ -120,6 +126,7 @@ class ReconnectingSocket:
         self.on_disconnect = None       # fn(code, reason), on the socket thread
         self._rng = random.Random()
         self._stop = threading.Event()
+        self._wake = threading.Event()   # cuts a reconnect backoff short (stop, a renewed session)
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
@@ -158,6 +165,9 @@ class ReconnectingSocket:
         self._stop.clear()
         self._connected.clear()
         self.stats.auth_failed = False
+        if self.session is not None:
+            self.credentials = self.session.current()
+            self.session.attach(self)
         ws = self._new_client()
         ws.on_disconnect = self._on_disconnect
         ws.on_socket_error = self._on_socket_error
@@ -178,6 +188,9 @@ class ReconnectingSocket:
         server that never answers the upgrade does not hold ``stop()``.
         """
         self._stop.set()
+        self._wake.set()
+        if self.session is not None:
+            self.session.detach(self)
         self._closing_reason = "stopped"
         ws = self._ws
         if ws is not None:
@@ -205,6 +218,21 @@ class ReconnectingSocket:
             self._closing_reason = reason
             ws.abort()   # the reading thread wakes with EOF at once
 
+    def session_renewed(self) -> None:
+        """The session has new tokens: reconnect with them now (cutting a backoff short)."""
+        if self.stats.connected:
+            self.disconnect("session renewed")
+        self._wake.set()
+
+    def _take_credentials(self, ws) -> None:
+        """Connect with the session's current tokens (a renewal may have replaced them since)."""
+        if self.session is None:
+            return
+        creds = self.session.current()
+        if creds != self.credentials:
+            self.credentials = creds
+            ws.use_credentials(creds.auth_token, creds.feed_token)
+
     # ------------------------------------------------------------------ the socket thread
     def _run(self, ws) -> None:
         stats, policy = self.stats, self.reconnect
@@ -212,7 +240,9 @@ class ReconnectingSocket:
         while not self._stop.is_set():
             connects_before = stats.connects
             self._closing_reason = self._close_info = self._error_since_open = None
+            self._wake.clear()
             try:
+                self._take_credentials(ws)
                 ws.connect()  # blocks until the socket closes
             except Exception as exc:  # connect() should not raise; never let the thread die
                 self._on_socket_error(exc)
@@ -227,7 +257,7 @@ class ReconnectingSocket:
                 stats.last_disconnect_at = time.time()
             else:
                 stats.failed_connects += 1
-            if stats.auth_failed or not policy.enabled:
+            if (stats.auth_failed and self.session is None) or not policy.enabled:
                 self._log.error("%s %s: not reconnecting (%s)", self.kind, self.name,
                                 "credentials refused" if stats.auth_failed else "reconnect disabled")
                 break
@@ -240,7 +270,8 @@ class ReconnectingSocket:
                               stats.last_disconnect_reason if opened else f"connect failed ({stats.last_error})",
                               attempt, delay)
             stats.next_retry_in = delay
-            if self._stop.wait(delay):
+            self._wake.wait(delay)
+            if self._stop.is_set():
                 break
             stats.next_retry_in = None
             stats.reconnects += 1
@@ -283,6 +314,7 @@ class ReconnectingSocket:
         """Count a connection that opened (the subclass then sets ``_connected``)."""
         self._opened_at = time.monotonic()
         self.stats.connected_since = time.time()
+        self.stats.auth_failed = False
         self.stats.connected = True
         self.stats.connects += 1
 
@@ -303,8 +335,13 @@ class ReconnectingSocket:
             self._error_since_open = stats.last_error
         if isinstance(exc, websocket.WebSocketBadStatusException) and exc.status_code in (401, 403):
             stats.auth_failed = True
-            self._log.error("%s %s: the server refused the credentials (HTTP %s)", self.kind, self.name,
-                            exc.status_code)
+            if self.session is not None:
+                self._log.warning("%s %s: the server refused the token (HTTP %s); renewing the session",
+                                  self.kind, self.name, exc.status_code)
+                self.session.refused(self.credentials, f"the {self.kind} socket")
+            else:
+                self._log.error("%s %s: the server refused the credentials (HTTP %s)", self.kind, self.name,
+                                exc.status_code)
         elif not self._stop.is_set():
             self._log.warning("%s %s: socket error: %s", self.kind, self.name, stats.last_error)
 

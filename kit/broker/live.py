@@ -137,13 +137,14 @@ class SmartApiBroker(PositionBook):
 
     def connect(self, client, credentials: "FeedCredentials", order_update_url: str,
                 instruments: "InstrumentMaster", *, verify_tls: bool = True, heartbeat_interval: float = 10.0,
-                reconnect=None) -> "SmartApiBroker":
+                reconnect=None, session=None) -> "SmartApiBroker":
         """Start trading through ``client`` (a logged-in ``SmartConnect``). Idempotent.
 
         Before it returns, the broker's positions are read and the kit's book
         is made to agree with them (``check_positions``): a journal from an
         earlier day, or one the broker disagrees with, never trades on its
         own belief. Until that check succeeds the gate stays closed.
+        ``session``: the ``SessionKeeper`` the order-update socket takes its token from at every connect.
         """
         from kit.angel.order_updates import OrderUpdateStream
         if self.connected:
@@ -165,7 +166,7 @@ class SmartApiBroker(PositionBook):
                       "a check succeeds", type(exc).__name__, exc)
         self.stream = OrderUpdateStream(order_update_url, credentials, book.on_update, reconnect=reconnect,
                                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls,
-                                        name=f"kit-order-updates-{self.trader_name}")
+                                        name=f"kit-order-updates-{self.trader_name}", session=session)
         self.stream.on_connect = book.reconcile_wanted.set    # updates missed while down are not replayed
         self.sender.start(f"kit-orders-{self.trader_name}")
         self.reconciler.start(f"kit-reconcile-{self.trader_name}")

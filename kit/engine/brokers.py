@@ -41,4 +41,4 @@ def connect_broker(broker: Broker, venue: "Venue", config: TraderConfig) -> None
     elif not broker.connected:
         link = venue.broker_link()
         broker.connect(link.client, link.credentials, link.order_update_url, link.instruments,
-                       reconnect=config.connection.reconnect)
+                       reconnect=config.connection.reconnect, session=link.session)

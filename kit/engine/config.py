@@ -78,11 +78,13 @@ class SimConfig:
 
     ``rate``: ticks per second per instrument (0: only what a test publishes).
     ``port``: 0 picks a free port on 127.0.0.1. ``delay_ms``: added before each frame.
+    ``token_lifetime``: seconds the tokens a login issues stay valid (None: never expire).
     """
     rate: float = 2.0
     seed: int = 7
     delay_ms: float = 0.0
     port: int = 0
+    token_lifetime: float | None = None
 
     def __post_init__(self):
         if not (_number(self.rate) and self.rate >= 0):
@@ -93,6 +95,8 @@ class SimConfig:
             raise ValueError(f"SimConfig.port must be 0 (any free port) or a port number, not {self.port!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"SimConfig.seed must be an int, not {self.seed!r}")
+        if self.token_lifetime is not None and not (_number(self.token_lifetime) and self.token_lifetime > 0):
+            raise ValueError(f"SimConfig.token_lifetime must be None (never expire) or > 0 s, not {self.token_lifetime!r}")
 
 
 @_strict
@@ -126,7 +130,9 @@ class ConnectionConfig:
     or Angel One's default, and the credentials from the environment or
     ``env_file``. The rest applies to the simulator's socket too: ``reconnect``
     (both sockets), the heartbeat, the stall timeout (None: never) and the
-    frame ``parser`` ("fast", or "sdk" for the SDK's own).
+    frame ``parser`` ("fast", or "sdk" for the SDK's own). ``session_margin``:
+    the session is renewed this many seconds before its JWT expires
+    (``kit.angel.session_keeper``), and whenever a token is refused.
     """
     feed_url: str | None = None
     rest_url: str | None = None
@@ -137,8 +143,11 @@ class ConnectionConfig:
     heartbeat_interval: float = 10.0
     stall_timeout: float | None = 30.0
     parser: str = "fast"
+    session_margin: float = 300.0
 
     def __post_init__(self):
+        if not (_number(self.session_margin) and self.session_margin >= 0):
+            raise ValueError(f"ConnectionConfig.session_margin must be >= 0 seconds, not {self.session_margin!r}")
         if not isinstance(self.reconnect, ReconnectPolicy):
             raise TypeError("ConnectionConfig.reconnect takes a kit.ReconnectPolicy, "
                             f"not {type(self.reconnect).__name__}")

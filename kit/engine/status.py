@@ -6,6 +6,7 @@
     risk        the gate: armed, halted, why an order would be refused now, the loss stop
     broker      open orders, bad marks, P&L (the Broker contract); a live broker adds its send queue,
                 journal and position checks
+    session     when the login expires, renewals, why the last renewal failed (a venue that logged in)
 
 Keys are only ever added: the dashboard, the CLI report and the tests read them.
 """
@@ -28,6 +29,8 @@ FEED_KEYS = {
     "feed_lag_ms": "lag_ms", "max_feed_lag_ms": "max_lag_ms",
 }
 _NO_FEED = FeedStats()
+_NO_SESSION = {"session_expires_at": None, "session_renewals": 0, "session_renewed_at": None, "session_error": "",
+               "session_retry_in": None}
 _PAPER_IGNORES = frozenset({"disarmed"})     # a paper broker trades armed or not
 _LIVE_IGNORES: frozenset = frozenset()
 
@@ -78,4 +81,9 @@ def trader_status(trader) -> dict:
         "live": trader.live,
         **risk_status(trader.risk, trader.broker.live),
         **broker_status(trader.broker),
+        **session_status(getattr(trader.venue, "keeper", None)),
     }
+
+
+def session_status(keeper) -> dict:
+    return keeper.status() if keeper is not None else dict(_NO_SESSION)

@@ -140,6 +140,9 @@ class LiveTrader(TickPath):
                 self.venue.start()
                 tokens = self._listed_tokens()
                 connect_broker(self.broker, self.venue, self.config)
+                if getattr(self.venue, "keeper", None) is not None:
+                    # A session that cannot be renewed halts trading, with the reason, until it is.
+                    self.venue.keeper.add_gate(self.risk.gate)
             self.feed = self._open_feed(tokens, finish_dispatcher=not consumer_thread)
             self._gap_book.clear_pending()
             if self.config.record and self.recorder is None:
@@ -188,7 +191,8 @@ class LiveTrader(TickPath):
         c = cfg.connection
         feed = SmartFeed(url, credentials, {cfg.subscription_mode: tokens}, self.dispatcher.submit,
                          parser=c.parser, reconnect=c.reconnect, heartbeat_interval=c.heartbeat_interval,
-                         stall_timeout=c.stall_timeout, name=f"kit-feed-{cfg.name}")
+                         stall_timeout=c.stall_timeout, name=f"kit-feed-{cfg.name}",
+                         session=getattr(self.venue, "keeper", None))
         feed.on_gap = self._gap_book.found
         return feed
 

@@ -86,10 +86,11 @@ class SmartFeed(ReconnectingSocket):
     def __init__(self, url: str, credentials: FeedCredentials, subscriptions: dict, on_tick, *,
                  parser: str = "fast", reconnect: ReconnectPolicy | None = None,
                  heartbeat_interval: float = 10.0, stall_timeout: float | None = None,
-                 verify_tls: bool = True, name: str = "kit-feed"):
-        """``subscriptions``: ``{mode: {exchange_type: [token, ...]}}``."""
+                 verify_tls: bool = True, name: str = "kit-feed", session=None):
+        """``subscriptions``: ``{mode: {exchange_type: [token, ...]}}``. ``session``: a
+        ``kit.angel.session_keeper.SessionKeeper`` the credentials come from at every connect."""
         super().__init__(url, credentials, FeedStats(), reconnect=reconnect,
-                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls, name=name)
+                         heartbeat_interval=heartbeat_interval, verify_tls=verify_tls, name=name, session=session)
         self._initial_subscriptions = {m: {e: list(t) for e, t in ex.items()} for m, ex in subscriptions.items()}
         self.on_tick = on_tick
         self.on_connect = None          # fn(resubscribed: bool)

@@ -1,7 +1,8 @@
 """The simulated market-data server's connections and what each has subscribed.
 
 One ``Connections`` serves every socket on the simulator's loop thread: it
-refuses a handshake without the simulator's credentials (HTTP 401), answers
+refuses a handshake without the simulator's credentials (HTTP 401) and one
+beyond ``max_connections`` per client code (HTTP 429, Angel One allows 3), answers
 text ``ping``, applies subscribe / unsubscribe requests under the
 per-connection limit (E1001 / E1002 error frames otherwise), and keeps, per
 instrument, who is subscribed in which mode. A connection holds one
@@ -37,9 +38,11 @@ class Connections:
     """Every open connection and every subscription. Loop-thread only."""
 
     def __init__(self, market: Market, sender: Sender, counters: dict, credentials: SimCredentials, *,
-                 max_subscriptions: int, on_subscribed=lambda: None):
+                 max_subscriptions: int, max_connections: int = 3, tokens=None, on_subscribed=lambda: None):
         self.market = market
         self.credentials = credentials
+        self.tokens = tokens                      # kit.sim.tokens.SessionTokens: which JWTs are accepted
+        self.max_connections = max_connections
         self.sender = sender
         self.max_subscriptions = max_subscriptions
         self.on_subscribed = on_subscribed        # the ticker wakes: there may be more to tick
@@ -50,12 +53,15 @@ class Connections:
 
     # ------------------------------------------------------------------ one connection
     def check_handshake(self, connection: ServerConnection, request):
-        """The server's ``process_request``: HTTP 401 for a handshake without the right credentials."""
-        problem = handshake_problem(request.headers, self.credentials)
+        """The server's ``process_request``: HTTP 401 for a handshake without the right credentials,
+        429 beyond ``max_connections`` (every client here has the one client code)."""
+        status, problem = HTTPStatus.UNAUTHORIZED, handshake_problem(request.headers, self.credentials, self.tokens)
+        if problem is None and len(self.clients) >= self.max_connections:
+            status, problem = HTTPStatus.TOO_MANY_REQUESTS, "Connection limit exceeded"
         if problem is None:
             return None
         self._counters["rejected_handshakes"] += 1
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, problem + "\n")
+        response = connection.respond(status, problem + "\n")
         response.headers["x-error-message"] = problem
         return response
 
@@ -140,10 +146,13 @@ class Connections:
         return sum(1 for c in self.clients if c.subs)
 
     # ------------------------------------------------------------------ ending connections
-    def drop_all(self) -> list[tuple[int, str]]:
-        """Abort every connection without a close handshake; the instruments they held, sorted."""
+    def drop_all(self, holding: tuple[int, str] | None = None) -> list[tuple[int, str]]:
+        """Abort every connection (only the one ``holding`` that instrument, if given) without a close
+        handshake; the instruments they held, sorted."""
         held = set()
         for client in list(self.clients):
+            if holding is not None and holding not in client.subs:
+                continue
             held.update(client.subs)
             # Forget it now, so no tick is written to the aborted transport
             # before websockets notices the connection is lost.

@@ -49,6 +49,7 @@ from kit.sim.order_socket import (AB_CANCELLED, AB_COMPLETE, AB_MODIFIED, AB_OPE
                                   OrderUpdateServer)
 from kit.sim.orderbook import SimOrder, SimPosition, crossed, finished, invalid_request, now_text
 from kit.sim.rest import RestRequest, reply
+from kit.sim.tokens import AUTH
 
 PLACE_PATH = "/rest/secure/angelbroking/order/v1/placeOrder"
 MODIFY_PATH = "/rest/secure/angelbroking/order/v1/modifyOrder"
@@ -295,6 +296,6 @@ class SimulatedExchange:
             return None
 
     def _check_token(self, headers) -> tuple[int, str] | None:
-        if headers.get("Authorization", "") != f"Bearer {self.sim.rest.credentials.jwt}":
+        if not self.sim.rest.tokens.valid(AUTH, headers.get("Authorization", "").removeprefix("Bearer ")):
             return HTTPStatus.UNAUTHORIZED, "Invalid Token"
         return None

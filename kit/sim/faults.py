@@ -5,6 +5,10 @@ Tests and soak runs script a market day's failures against the real client:
     sim = kit.Simulator(rate=40).start()
     f = sim.faults
     f.drop(missed=100)           # connection aborted while the market moves on 100 ticks per token
+    f.drop(missed=5, holding=(1, "3045"))   # only the connection subscribed to that instrument
+    f.revoke_session()           # every token issued so far refused (REST 403 AG8001, sockets 401);
+                                 # the sockets are dropped, so their reconnects meet the refusal
+    f.refuse_logins()            # logins fail until f.refuse_logins(False)
     f.stall(seconds=5)           # no ticks for 5 s; pings are still answered
     f.malformed(10)              # binary frames of no packet size
     f.wrong_mode(4)              # packet-sized frames whose mode byte does not match the size
@@ -73,12 +77,29 @@ class Faults:
         self.burst = 20
 
     # ------------------------------------------------------------------ the connection
-    def drop(self, missed: int = 0) -> None:
-        """Abort every connection; each instrument the clients held advances ``missed`` unseen ticks."""
-        held = self.sim.stats["subscriptions"] if missed else 0
-        self.sim.drop_connections(missed=missed)
+    def drop(self, missed: int = 0, *, holding=None) -> None:
+        """Abort every connection (``holding``: only the one subscribed to that ``(exchange type, token)``);
+        each instrument the dropped clients held advances ``missed`` unseen ticks."""
+        held = self.sim.stats["subscriptions"] if missed and holding is None else 0
+        self.sim.drop_connections(missed=missed, holding=holding)
         self.missed_injected += missed * held
         self.injected["drop"] += 1
+
+    # ------------------------------------------------------------------ the session
+    def revoke_session(self, *, drop: bool = True) -> None:
+        """Refuse every token issued so far (JWT, refresh and feed): REST answers 403 "Invalid Token"
+        (AG8001), socket upgrades 401. ``drop``: abort both sockets' connections too, as a session
+        killed at the broker ends them. A new login issues tokens that work."""
+        self.sim.rest.tokens.revoke()
+        if drop:
+            self.sim.drop_connections()
+            self.sim.orders.drop_connections()
+        self.injected["revoke_session"] += 1
+
+    def refuse_logins(self, refuse: bool = True) -> None:
+        """Make every login fail (``refuse=False``: accept them again)."""
+        self.sim.rest.tokens.refuse_logins = refuse
+        self.injected["refuse_logins"] += 1
 
     def stall(self, seconds: float | None = None) -> None:
         """Stop sending ticks (connections stay open, pings answered); ``seconds``: resume after."""

@@ -6,27 +6,19 @@ What Angel One's ``smart-stream`` accepts: four handshake headers
 """
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kit.core.market import FEED_EXCHANGE_NAMES
 from kit.core.tick import MODE_NAMES
+from kit.sim.tokens import AUTH, FEED, jwt_shaped as _fake_jwt
 
 PATH = "/smart-stream"
 SUBSCRIBE, UNSUBSCRIBE = 1, 0
 INVALID_REQUEST = ("E1001", "Invalid Request Payload.")
 SUBSCRIPTION_LIMIT = ("E1002", "Subscription limit exceeded")
 HANDSHAKE_HEADERS = ("Authorization", "x-api-key", "x-client-code", "x-feed-token")
-
-
-def _fake_jwt(claims: dict) -> str:
-    """A string shaped like a JWT (three base64url parts); nothing verifies its signature."""
-    def part(raw: bytes) -> str:
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-    header = part(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
-    return f"{header}.{part(json.dumps(claims).encode())}.{part(b'kit-simulator-signature')}"
 
 
 @dataclass(frozen=True)
@@ -44,20 +36,24 @@ class SimCredentials:
                 "x-client-code": self.client_code, "x-feed-token": self.feed_token}
 
 
-def handshake_problem(headers, creds: SimCredentials) -> str | None:
-    """Why a handshake with these headers is refused (HTTP 401), or None to accept it."""
+def handshake_problem(headers, creds: SimCredentials, tokens=None) -> str | None:
+    """Why a handshake with these headers is refused (HTTP 401), or None to accept it.
+
+    ``tokens`` (a ``kit.sim.tokens.SessionTokens``) judges the JWT and feed token:
+    any it issued and has not expired or revoked; without it, only ``creds``'s."""
     if not all(h in headers for h in HANDSHAKE_HEADERS):
         return "Missing headers: Authorization, x-api-key, x-client-code and x-feed-token are required"
     auth = headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         auth = auth[len("Bearer "):]
-    if auth != creds.auth_token:
+    if not (tokens.valid(AUTH, auth) if tokens is not None else auth == creds.auth_token):
         return "Invalid Authorization token"
     if headers["x-api-key"] != creds.api_key:
         return "Invalid x-api-key"
     if headers["x-client-code"] != creds.client_code:
         return "Invalid x-client-code"
-    if headers["x-feed-token"] != creds.feed_token:
+    feed = headers["x-feed-token"]
+    if not (tokens.valid(FEED, feed) if tokens is not None else feed == creds.feed_token):
         return "Invalid x-feed-token"
     return None
 

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyotp
 
 from kit.core.ratelimit import RateLimiter
+from kit.sim.tokens import AUTH, SessionTokens
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ RATE_LIMIT_TEXT = "Access denied because of exceeding access rate"
 LOGIN_PATH = "/rest/auth/angelbroking/user/v1/loginByPassword"
 PROFILE_PATH = "/rest/secure/angelbroking/user/v1/getProfile"
 LOGOUT_PATH = "/rest/secure/angelbroking/user/v1/logout"
+TOKEN_PATH = "/rest/auth/angelbroking/jwt/v1/generateTokens"
+INVALID_TOKEN = {"message": "Invalid Token", "errorcode": "AG8001", "status": False, "data": None,
+                 "error_type": "TokenException"}
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,13 @@ def reply(data=None, *, status: bool = True, message: str = "SUCCESS", errorcode
 class RestSimulator:
     """A threaded HTTP server with Angel One's REST shapes. ``start()`` / ``stop()`` are idempotent."""
 
-    def __init__(self, credentials: RestCredentials | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, credentials: RestCredentials | None = None, host: str = "127.0.0.1", port: int = 0, *,
+                 token_lifetime: float | None = None):
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError("the simulator only listens on loopback")
-        self.credentials = credentials or RestCredentials()
+        self.credentials = c = credentials or RestCredentials()
+        # Which tokens are accepted, by REST and both sockets (kit.sim.tokens): a login issues them.
+        self.tokens = SessionTokens(c.client_code, c.jwt, c.refresh_token, c.feed_token, lifetime=token_lifetime)
         self.host, self._port = host, port
         self._routes: dict[tuple[str, str], tuple] = {}
         self._limits: dict[str, RateLimiter] = {}
@@ -84,6 +91,7 @@ class RestSimulator:
         self.route("POST", LOGIN_PATH, secure=False)(self._login)
         self.route("GET", PROFILE_PATH)(self._profile)
         self.route("POST", LOGOUT_PATH)(lambda req: reply("Logout Successfully"))
+        self.route("POST", TOKEN_PATH, secure=False)(self._generate_tokens)
         self.limit(LOGIN_PATH, 1, 1.0)
 
     # ------------------------------------------------------------------ registration
@@ -200,9 +208,8 @@ class RestSimulator:
         headers = {k.lower(): v for k, v in http.headers.items()}
         if not public and headers.get("x-privatekey") != self.credentials.api_key:
             return self._send(http, 200, reply(status=False, message="Invalid API Key", errorcode="AG8004"))
-        if secure and headers.get("authorization", "") != f"Bearer {self.credentials.jwt}":
-            return self._send(http, 403, {"message": "Invalid Token", "errorcode": "AG8001", "status": False,
-                                          "data": None, "error_type": "TokenException"})
+        if secure and not self.tokens.valid(AUTH, headers.get("authorization", "").removeprefix("Bearer ")):
+            return self._send(http, 403, INVALID_TOKEN)
         try:
             body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
@@ -247,7 +254,15 @@ class RestSimulator:
             return reply(status=False, message="Invalid PIN", errorcode="AB1050")
         if not pyotp.TOTP(c.totp_secret).verify(str(b.get("totp", "")), valid_window=1):
             return reply(status=False, message="Invalid totp", errorcode="AB1050")
-        return reply({"jwtToken": c.jwt, "refreshToken": c.refresh_token, "feedToken": c.feed_token})
+        tokens = self.tokens.login()
+        if tokens is None:
+            return reply(status=False, message="Invalid totp", errorcode="AB1050")    # tokens.refuse_logins
+        return reply(tokens)
+
+    def _generate_tokens(self, req: RestRequest):
+        # Only the refresh token counts: renewing is what a client with an expired JWT does.
+        tokens = self.tokens.renew(req.body.get("refreshToken"))
+        return reply(tokens) if tokens is not None else (403, INVALID_TOKEN)
 
     def _profile(self, req: RestRequest):
         c = self.credentials

@@ -92,7 +92,7 @@ class Simulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tokens: Mapping | None = None,
                  rate: float = 2.0, seed: int = 7, delay_ms: float = 0.0,
                  credentials: SimCredentials | None = None, max_subscriptions: int = 1000,
-                 stamp_send_ns: bool = False):
+                 max_connections: int = 3, token_lifetime: float | None = None, stamp_send_ns: bool = False):
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError("the simulator listens on loopback only")
         if rate < 0 or delay_ms < 0:
@@ -102,8 +102,10 @@ class Simulator:
         self.credentials = credentials or SimCredentials()
         c = self.credentials
         # The REST side (login, ...) hands out exactly the tokens this socket accepts.
+        # ``token_lifetime``: tokens a login issues expire after it (kit.sim.tokens); None: never.
         self.rest = RestSimulator(RestCredentials(client_code=c.client_code, api_key=c.api_key,
-                                                  jwt=c.auth_token, feed_token=c.feed_token))
+                                                  jwt=c.auth_token, feed_token=c.feed_token),
+                                  token_lifetime=token_lifetime)
         register_candles(self.rest, seed=seed)   # getCandleData
         # Order routes on the REST side, the order-update socket, the instrument master.
         self.orders = SimulatedExchange(self)
@@ -119,8 +121,8 @@ class Simulator:
         self._market = Market(seed, token_keys(self.tokens))
         self._sender = Sender(self._counters, delay_ms)
         self._connections = Connections(self._market, self._sender, self._counters, c,
-                                        max_subscriptions=max_subscriptions,
-                                        on_subscribed=lambda: self._ticker.wake())
+                                        max_subscriptions=max_subscriptions, max_connections=max_connections,
+                                        tokens=self.rest.tokens, on_subscribed=lambda: self._ticker.wake())
         self._clients = self._connections.clients
         self._ticker = Ticker(self._connections, self._sender, self._counters, rate=rate,
                               stamp_send_ns=bool(stamp_send_ns), on_trades=self.orders.on_trades)
@@ -152,6 +154,15 @@ class Simulator:
     @max_subscriptions.setter
     def max_subscriptions(self, n: int) -> None:
         self._connections.max_subscriptions = n
+
+    @property
+    def max_connections(self) -> int:
+        """Market-data connections the client code may hold at once; beyond, the upgrade gets HTTP 429."""
+        return self._connections.max_connections
+
+    @max_connections.setter
+    def max_connections(self, n: int) -> None:
+        self._connections.max_connections = n
 
     @property
     def max_client_buffer(self) -> int:
@@ -255,14 +266,15 @@ class Simulator:
             raise ValueError("delay_ms must be >= 0")
         self._apply(setattr, self._sender, "delay_ms", float(delay_ms))
 
-    def drop_connections(self, missed: int = 0) -> None:
+    def drop_connections(self, missed: int = 0, *, holding=None) -> None:
         """Abort every client's TCP connection without a close handshake; keep listening.
 
         ``missed``: the market moves on meanwhile: each instrument the clients
         held advances that many ticks nobody receives (a sequence gap).
+        ``holding``: ``(exchange type, token)``: only the connection subscribed to it.
         """
         if self.running:
-            self._apply(self._drop_connections, missed)
+            self._apply(self._drop_connections, missed, None if holding is None else token_keys([holding])[0])
 
     def close_connections(self, code: int = 1000, reason: str = "") -> None:
         """Close every client's connection with a close handshake (``code``); keep listening."""
@@ -355,8 +367,8 @@ class Simulator:
     def _skip(self, n: int, keys) -> None:
         self._counters["skipped"] += self._market.skip(n, self._instruments_of(keys), time.time_ns() // 1_000_000)
 
-    def _drop_connections(self, missed: int) -> None:
-        held = self._connections.drop_all()
+    def _drop_connections(self, missed: int, holding) -> None:
+        held = self._connections.drop_all(holding)
         if missed:
             self._skip(missed, held)
 
