@@ -45,6 +45,11 @@ bench: setup
 bench-replay: setup
 	$(PY) -m kit.bench.replay
 
+# One backtest, a 1- and a 2-worker sweep (joblib and Dask), and the replay floor, side by side.
+.PHONY: bench-sweep
+bench-sweep: setup
+	$(PY) -m kit.bench.sweep
+
 # Not part of `make test`: 10 minutes at 2,000 ticks/s over 50 tokens, a fault every 30 s.
 soak: setup
 	$(PY) scripts/soak.py --json artifacts/soak.json
