@@ -181,7 +181,7 @@ class RiskManager:
         """None if ``signal`` may go to ``broker``, else the reason it may not. Never raises on a bad signal."""
         with self._lock:
             try:
-                reason = self._reason(signal, broker)
+                reason = self._reason(signal, tick, broker)
             except Exception as exc:       # a signal too malformed to judge is refused, not a crash
                 reason = f"signal could not be checked ({type(exc).__name__}: {exc})"
             if reason is not None:
@@ -196,7 +196,7 @@ class RiskManager:
         return [{"time": t, "token": getattr(s, "token", None), "side": getattr(s, "side", None),
                  "qty": getattr(s, "qty", None), "reason": reason} for t, s, reason in list(self._rejected)]
 
-    def _reason(self, signal: "Signal", broker: Broker) -> str | None:
+    def _reason(self, signal: "Signal", tick: "Tick | None", broker: Broker) -> str | None:
         lim = self.limits
         problem = shape_problem(signal.side, signal.qty, signal.order_type, signal.limit_price)
         if problem:
