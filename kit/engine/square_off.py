@@ -56,7 +56,10 @@ class SquareOff:
     def __post_init__(self):
         if isinstance(self.before_close, bool) or not isinstance(self.before_close, int) or self.before_close < 0:
             raise ValueError(f"SquareOff.before_close is whole minutes >= 0, not {self.before_close!r}")
-        self.at = {segment_name(s): (None if t is None else (minutes(t), t)[1]) for s, t in self.at.items()}
+        for time_of_day in self.at.values():
+            if time_of_day is not None:
+                minutes(time_of_day)                 # a ValueError unless "HH:MM"
+        self.at = {segment_name(s): t for s, t in self.at.items()}
         if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"SquareOff.timeout must be > 0 seconds, not {self.timeout!r}")
 
