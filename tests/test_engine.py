@@ -446,6 +446,8 @@ PAPER_STATUS = {
     "feed_lag_ms": None, "max_feed_lag_ms": 0.0, "live": False, "armed": False, "halted": False, "halt_reason": "",
     "orders_blocked": "", "loss_stop": "", "last_rejection": "", "square_off": "", "open_orders": 0,
     "bad_marks": 0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "pnl": 0.0,
+    "connections": [], "session_expires_at": None, "session_renewals": 0, "session_renewed_at": None,
+    "session_error": "", "session_retry_in": None,
 }
 LIVE_ONLY_STATUS = {"orders_queued", "journal_error", "position_differences", "positions_checked_at"}
 

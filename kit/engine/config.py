@@ -40,6 +40,7 @@ from kit.core.tick import LTP, MODE_NAMES
 from kit.engine.errors import ErrorBudget
 from kit.engine.square_off import SquareOff
 from kit.engine.tokens import checked_tokens
+from kit.feed import shards
 from kit.feed.dispatch import MODES, QUEUE
 from kit.feed.live import ReconnectPolicy
 
@@ -273,6 +274,9 @@ class TraderConfig:
             raise TypeError(f"error_budget takes a kit.ErrorBudget or None, not {type(self.error_budget).__name__}: "
                             "TraderConfig(error_budget=ErrorBudget(max_errors=20, window_s=10))")
         self.tokens = checked_tokens(self.tokens)
+        n = len(self.tokens) if isinstance(self.tokens, list) else sum(map(len, (self.tokens or {}).values()))
+        if n > shards.MAX_SUBSCRIPTIONS:
+            raise ValueError(f"tokens: {shards.too_many(n)}")
 
 
 # ---------------------------------------------------------------- where each setting lives

@@ -1,6 +1,7 @@
 """``trader.status``: one flat dict, composed of what each part of the trader reports.
 
-    feed        its FeedStats, renamed (a stopped or never-started trader reports a fresh FeedStats)
+    feed        its FeedStats, renamed (a stopped or never-started trader reports a fresh FeedStats);
+                ``connections``: one row per market-data connection (more than one beyond 1,000 subscriptions)
     dispatcher  mode, queue depth, drops
     the trader  running, ticks handled, signals, strategy errors (and the error budget's halt), paper or live
     risk        the gate: armed, halted, why an order would be refused now, the loss stop
@@ -15,7 +16,8 @@ from __future__ import annotations
 from kit.broker.base import Broker
 from kit.broker.risk import RiskManager
 from kit.engine.errors import GATE_NAME as STRATEGY_GATE
-from kit.feed.live import FeedStats
+from kit.feed.live import FeedStats, SmartFeed
+from kit.feed.shards import ShardedFeed, connection_row
 
 # status key -> FeedStats field
 FEED_KEYS = {
@@ -38,6 +40,12 @@ _LIVE_IGNORES: frozenset = frozenset()
 def feed_status(stats: FeedStats | None) -> dict:
     stats = stats or _NO_FEED
     return {key: getattr(stats, name) for key, name in FEED_KEYS.items()}
+
+
+def connections_status(feed) -> list[dict]:
+    if isinstance(feed, ShardedFeed):
+        return feed.connections()
+    return [connection_row(feed)] if isinstance(feed, SmartFeed) else []
 
 
 def dispatch_status(dispatcher) -> dict:
@@ -70,6 +78,7 @@ def trader_status(trader) -> dict:
     return {
         "running": trader.running,
         **feed_status(feed.stats if feed is not None else None),
+        "connections": connections_status(feed),
         **dispatch_status(trader.dispatcher),
         "ticks_processed": trader.ticks_processed,
         "strategy_errors": trader.strategy_errors,

@@ -45,7 +45,9 @@ from kit.engine.instrument_names import InstrumentNames
 from kit.engine.status import trader_status
 from kit.engine.venues import Venue, venue_for
 from kit.feed.dispatch import CALLBACK, QUEUE, Dispatcher
+from kit.feed import shards
 from kit.feed.live import SmartFeed
+from kit.feed.shards import ShardedFeed
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +191,13 @@ class LiveTrader(TickPath):
                               finish_dispatcher=finish_dispatcher)
         url, credentials = self.venue.feed_target()
         c = cfg.connection
-        feed = SmartFeed(url, credentials, {cfg.subscription_mode: tokens}, self.dispatcher.submit,
-                         parser=c.parser, reconnect=c.reconnect, heartbeat_interval=c.heartbeat_interval,
-                         stall_timeout=c.stall_timeout, name=f"kit-feed-{cfg.name}",
-                         session=getattr(self.venue, "keeper", None))
+        subscriptions = {cfg.subscription_mode: tokens}
+        # Beyond one connection's 1,000 subscriptions, up to three connections (kit.feed.shards).
+        feed_class = ShardedFeed if shards.count(subscriptions) > shards.MAX_PER_CONNECTION else SmartFeed
+        feed = feed_class(url, credentials, subscriptions, self.dispatcher.submit,
+                          parser=c.parser, reconnect=c.reconnect, heartbeat_interval=c.heartbeat_interval,
+                          stall_timeout=c.stall_timeout, name=f"kit-feed-{cfg.name}",
+                          session=getattr(self.venue, "keeper", None))
         feed.on_gap = self._gap_book.found
         return feed
 

@@ -11,6 +11,11 @@ from kit.angel.instruments import Instrument
 from kit.core.market import today_ist
 
 
+# 2,500 generated NSE shares (SIMEQ0001-EQ ...): enough instruments to need all three
+# market-data connections (1,000 subscriptions each) of one client code.
+EQUITY_BLOCK = [str(200_001 + k) for k in range(2_500)]
+
+
 def _weekday_on_or_after(day: date, weekday: int) -> date:
     return day + timedelta(days=(weekday - day.weekday()) % 7)
 
@@ -62,4 +67,6 @@ def simulated_master(today: date | None = None) -> list[Instrument]:
     # An MCX future, so orders in a segment with its own hours reach the simulated exchange.
     rows.append(Instrument("450001", f"CRUDEOIL{monthly.strftime('%d%b%y').upper()}FUT", "CRUDEOIL", "MCX", 5,
                            "FUTCOM", monthly, 0.0, "", 100, 1.0))
+    rows.extend(Instrument(token, f"SIMEQ{k:04d}-EQ", f"SIMEQ{k:04d}", "NSE", 1, "", None, 0.0, "", 1, 0.05)
+                for k, token in enumerate(EQUITY_BLOCK, 1))
     return rows

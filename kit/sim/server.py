@@ -80,7 +80,10 @@ class Simulator:
     ``rate``: automatic ticks per second per subscribed token (0: only
     ``publish()``). ``delay_ms``: added before every frame the server sends.
     ``stamp_send_ns``: exchange timestamps carry the send's ``perf_counter_ns``
-    (for ``kit.bench``; see the module docstring).
+    (for ``kit.bench``; see the module docstring). ``max_subscriptions`` per
+    connection (E1002 beyond) and ``max_connections`` per client code (HTTP 429
+    beyond) are Angel One's 1,000 and 3. ``token_lifetime``: the tokens a login
+    issues expire after that many seconds (``kit.sim.tokens``; None: never).
 
         with Simulator(rate=0) as sim, connect(sim.url, additional_headers=sim.credentials.headers()) as ws:
             ws.send(json.dumps({"action": 1, "params": {"mode": 1,
