@@ -27,7 +27,8 @@ from nbformat.v4 import new_code_cell
 from kit.sim.server import Simulator
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-ALL = ("01_quickstart.ipynb", "02_latency_ab.ipynb", "03_live_smartapi.ipynb", "04_sweep.ipynb")
+ALL = ("01_quickstart.ipynb", "02_latency_ab.ipynb", "03_live_smartapi.ipynb", "04_sweep.ipynb",
+       "05_trading_day.ipynb")
 
 LOOPBACK_GUARD = '''
 import socket as _socket
@@ -291,3 +292,21 @@ def test_sweep_notebook_sweeps_locally_and_on_dask_and_leaves_no_cluster_running
     assert probe["after_notebook"] == [] and probe["after_close"] == []
     assert len(probe["rerun"]["workers"]) == 2 and probe["rerun"]["cluster_workers"] == 2
     assert probe["client"] == "closed" and "closed" in probe["cluster"]
+
+
+def test_trading_day_notebook_runs_the_day_and_the_journal_agrees_with_the_exchange(offline):
+    cells, probe = execute("05_trading_day.ipynb", offline, [
+        "_probe(running=trader.running, renewals=trader.status['session_renewals'], positions=exchange_positions())",
+    ])
+    text = outputs_text(cells)
+    assert "Traceback" not in text
+    assert "09:14 before the open: outside NFO hours 09:15–15:30 IST on 2026-12-01: it is 09:14 IST" in text
+    assert "11:00 session renewals: 1" in text
+    assert re.search(r"12:30 connections: #1 1000 subs up .*#2 1000 subs up reconnects \d+ gaps 1000, "
+                     r"#3 50 subs up .*missed ticks: 3000", text), text
+    assert "15:10 square-off: intraday square-off:" in text and "NFO intraday positions were squared off" in text
+    assert "15:10 positions at the exchange: {'43650': 0, '43651': 0}" in text
+    assert "15:31 an order after the close: outside NFO hours" in text
+    assert "journal: 8 orders, exchange: 8; every status agrees: True" in text
+    assert probe["running"] is False and probe["renewals"] == 1 and probe["positions"] == {"43650": 0, "43651": 0}
+    assert not [t for t in probe["threads"] if t.startswith("kit-")]      # closed: nothing of the kit left
