@@ -35,7 +35,6 @@ from kit.store.recording import read_recording, table_to_frame
 __all__ = ["backtest", "Backtest", "BacktestResult", "read_recording", "equity_curve"]
 
 
-
 def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = None, progress: bool = True,
              latency_metrics: bool = False, name: str = "backtest", **config) -> "BacktestResult":
     """Replay ``ticks`` through a new ``LiveTrader`` running ``strategy``; return what happened.
@@ -50,6 +49,15 @@ def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = Non
         result = backtest(MyStrategy(), "data/ticks", mode="queue")
     """
     check_strategy(strategy, assign="kit.backtest({}, ticks)")     # before any replay is loaded
+    _, run = replay(strategy, ticks, mode=mode, speed=speed, progress=progress,
+                    latency_metrics=latency_metrics, name=name, **config)
+    return run.result()
+
+
+def replay(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = None, progress: bool = False,
+           latency_metrics: bool = False, name: str = "backtest", **config) -> tuple[LiveTrader, "Backtest"]:
+    """Replay ``ticks`` through a new paper ``LiveTrader`` running ``strategy``, to the end; the trader
+    (closed) and its ``Backtest`` notes. What ``backtest`` and every run of a sweep share."""
     trader = LiveTrader(TraderConfig(feed="replay", replay=ReplayConfig(ticks, speed=speed, progress=progress),
                                      mode=mode, metrics=MetricsConfig(latency=latency_metrics), name=name, **config))
     trader.strategy = strategy
@@ -60,7 +68,7 @@ def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = Non
         trader.close()
     if trader.feed.error:
         raise RuntimeError(f"the replay failed: {trader.feed.error}")
-    return run.result()
+    return trader, run
 
 
 class Backtest:

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from kit.engine.config import MetricsConfig, ReplayConfig, TraderConfig
-from kit.engine.trader import LiveTrader
 from kit.feed.dispatch import CALLBACK
-from kit.research.backtest import Backtest, equity_curve, tick_times
+from kit.research.backtest import equity_curve, replay, tick_times
 from kit.research.sweep_data import read_day
 from kit.store.recording import table_to_frame
 
@@ -87,18 +85,8 @@ def run_task(task: SweepTask) -> list[RunStats]:
 def _run(task, name, index, params, table, ticks, minute_last) -> RunStats:
     strategy = task.strategy(**params)
     config = {"mode": CALLBACK, **task.config}
-    # As kit.backtest builds it: a paper trader replaying the table as fast as possible.
-    trader = LiveTrader(TraderConfig(feed="replay", replay=ReplayConfig(table, progress=False),
-                                     metrics=MetricsConfig(latency=False), name=name, **config))
-    trader.strategy = strategy
-    run = Backtest(trader)
     started = time.perf_counter()
-    try:
-        trader.run()
-    finally:
-        trader.close()
-    if trader.feed.error:
-        raise RuntimeError(f"the replay failed: {trader.feed.error}")
+    trader, run = replay(strategy, table, name=name, **config)      # as kit.backtest runs it
     elapsed = trader.feed.elapsed_s or (time.perf_counter() - started)
     pnl = trader.broker.pnl()
     total = equity_curve(ticks, run.fill_states)["total"].to_numpy()
