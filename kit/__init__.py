@@ -18,6 +18,7 @@ A trader's config is composed of its parts' configs:
                      journal=kit.JournalConfig("paper.sqlite", sync="NORMAL"))
 """
 from kit.angel.candles import history
+from kit.broker.charges import Charges
 from kit.broker.risk import RiskLimits
 from kit.core.calendar import Calendar
 from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
@@ -41,7 +42,7 @@ __all__ = [
     "Strategy", "Signal", "Tick", "Quote", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
     "Simulator", "examples", "dashboard", "history", "backtest", "read_recording", "export_strategy",
-    "sweep", "walk_forward", "SweepResult",
+    "sweep", "walk_forward", "SweepResult", "Charges",
     "__version__",
 ]
 

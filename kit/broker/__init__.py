@@ -6,4 +6,5 @@
   order-sender thread), ``reconcile`` (order book and positions) and ``timings``.
 * ``book``: positions and P&L, shared by both brokers; the order types are ``kit.core.orders``.
 * ``risk``, ``rules``, ``gate``: what may trade, what an order must look like, and the one switch.
+* ``charges``: what a fill costs (brokerage, STT, exchange, SEBI, stamp duty, GST), from a versioned rate table.
 """

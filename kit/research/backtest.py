@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kit.broker.charges import Charges
 from kit.core.market import IST_ZONE
 from kit.feed.dispatch import CALLBACK
 from kit.engine.config import MetricsConfig, ReplayConfig, TraderConfig
@@ -166,6 +167,24 @@ class BacktestResult:
             "signals": len(self.signals), "fills": len(self.fills), "ticks": self.stats.get("ticks", 0),
             "ticks_per_s": self.stats.get("ticks_per_s", float("nan")),
         })
+
+    @property
+    def charges(self) -> pd.DataFrame:
+        """``fills`` with the charges of each (``kit.broker.charges.Charges()``: Angel One's
+        published rates, product INTRADAY, an NFO token of unknown type charged as an option).
+        For other rates, product or instruments: ``Charges(...).for_fills(result.fills, ...)``."""
+        return Charges().for_fills(self.fills)
+
+    def pnl_after_charges(self, charges: Charges | None = None, product: str = "INTRADAY", *,
+                          instrument: str | None = None) -> dict:
+        """``{"gross", "charges", "net", ...components}``: ``pnl["total"]`` less the charges of
+        every fill (``Charges()`` unless given). ``pnl`` itself is left as the broker reports it."""
+        return (charges or Charges()).summary(self.fills, self.pnl["total"], product, instrument=instrument)
+
+    @property
+    def net_pnl(self) -> float:
+        """``pnl["total"]`` less the default charges of every fill (see ``pnl_after_charges``)."""
+        return self.pnl_after_charges()["net"]
 
     def plot(self, token: str | None = None, exchange_type: int | None = None, **kwargs):
         """A plotly figure: the price of one instrument with its fills, and the equity curve."""
