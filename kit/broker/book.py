@@ -17,8 +17,8 @@ import math
 from typing import TYPE_CHECKING, Callable
 
 from kit.broker.rules import instrument_problem, price_problem, shape_problem
-from kit.core.orders import FILL_COLUMNS, POSITION_COLUMNS, Fill, Position, fill_row, position_row
-from kit.core.strategy import BUY, LIMIT
+from kit.core.orders import FILL_COLUMNS, POSITION_COLUMNS, Fill, Position, fill_row, position_row, stop_triggered
+from kit.core.strategy import BUY, MARKET, STOP_TYPES, STOPLOSS_MARKET
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -209,28 +209,37 @@ class PositionBook:
         """The instrument master's lot size (None without a master or for an unknown instrument)."""
         return self.instruments.lot_size(token, exchange_type) if self.instruments is not None else None
 
-    def _admission_problem(self, token, exchange_type, side, qty, order_type, limit_price, tick) -> str:
+    def _admission_problem(self, token, exchange_type, side, qty, order_type, limit_price, tick,
+                           trigger_price=None) -> str:
         """Why this order may not be accepted ("" if it may): the rules live and paper share."""
-        problem = shape_problem(side, qty, order_type, limit_price)
+        problem = shape_problem(side, qty, order_type, limit_price, trigger_price)
         if problem:
             return problem
         if self.instruments is not None:
             problem = instrument_problem(token, exchange_type, qty, order_type, limit_price,
-                                         self.instruments.get(token, exchange_type))
+                                         self.instruments.get(token, exchange_type), trigger_price)
             if problem:
                 return problem
-        if order_type == LIMIT:
-            by_exchange = self._instruments.get(token)
-            inst = by_exchange.get(exchange_type) if by_exchange else None
-            last, band = (inst.last_price, inst.band) if inst is not None else (0.0, None)
-            if (not last and tick is not None and tick.token == token and tick.exchange_type == exchange_type
-                    and 0.0 < tick.ltp < math.inf):
-                last = tick.ltp
-            if tick is not None and tick.quote is not None and tick.token == token \
-                    and tick.exchange_type == exchange_type and tick.quote.upper_circuit:
-                band = (tick.quote.lower_circuit or 0.0, tick.quote.upper_circuit)
-            return price_problem(limit_price, last, band, self.price_collar, need_price=self.live)
-        return ""
+        if order_type == MARKET:
+            return ""
+        by_exchange = self._instruments.get(token)
+        inst = by_exchange.get(exchange_type) if by_exchange else None
+        last, band = (inst.last_price, inst.band) if inst is not None else (0.0, None)
+        if (not last and tick is not None and tick.token == token and tick.exchange_type == exchange_type
+                and 0.0 < tick.ltp < math.inf):
+            last = tick.ltp
+        if tick is not None and tick.quote is not None and tick.token == token \
+                and tick.exchange_type == exchange_type and tick.quote.upper_circuit:
+            band = (tick.quote.lower_circuit or 0.0, tick.quote.upper_circuit)
+        if order_type in STOP_TYPES:
+            if last and stop_triggered(side, trigger_price, last):
+                # As the exchange refuses it: a stop already through the market would trade at once.
+                return (f"a {side} stop's trigger {trigger_price} is already reached by the last price {last}: "
+                        f"a {side} stop triggers {'above' if side == BUY else 'below'} the market")
+            problem = price_problem(trigger_price, last, band, self.price_collar, need_price=self.live)
+            if problem or order_type == STOPLOSS_MARKET:
+                return problem.replace("limit price", "trigger price")
+        return price_problem(limit_price, last, band, self.price_collar, need_price=self.live)
 
     def _snapshots(self) -> list[Position]:
         with self._lock:

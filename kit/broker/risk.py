@@ -198,7 +198,8 @@ class RiskManager:
 
     def _reason(self, signal: "Signal", tick: "Tick | None", broker: Broker) -> str | None:
         lim = self.limits
-        problem = shape_problem(signal.side, signal.qty, signal.order_type, signal.limit_price)
+        problem = shape_problem(signal.side, signal.qty, signal.order_type, signal.limit_price,
+                                signal.trigger_price)
         if problem:
             return problem
         closed = self.gate.refusal(ignore=_LIVE_IGNORES if broker.live else _PAPER_IGNORES)

@@ -12,6 +12,8 @@ import dataclasses
 import operator
 from dataclasses import dataclass
 
+from kit.core.strategy import BUY, LIMIT, NORMAL, SELL, STOPLOSS_MARKET
+
 OPEN, COMPLETE, CANCELLED, REJECTED = "OPEN", "COMPLETE", "CANCELLED", "REJECTED"
 # Accepted by the live broker, not yet acknowledged by the exchange.
 PENDING = "PENDING"
@@ -47,6 +49,13 @@ class Order:
     tick_seq: int
     tag: str = ""
     status_message: str = ""
+    # Stop-loss and bracket orders (see kit.core.strategy.Signal): the trigger, Angel One's variety,
+    # a bracket's offsets, and for a bracket's exit legs the order id of their entry.
+    trigger_price: float | None = None
+    variety: str = NORMAL
+    target: float | None = None
+    stoploss: float | None = None
+    parent_id: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,6 +73,8 @@ class Fill:
     price: float
     fill_ns: int
     tick_seq: int
+    # Brokerage, taxes and fees on this fill, rupees (kit.broker.charges; 0.0 where none are modelled).
+    charges: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,3 +102,50 @@ POSITION_COLUMNS = [f.name for f in dataclasses.fields(Position)]
 order_row = operator.attrgetter(*ORDER_COLUMNS)
 fill_row = operator.attrgetter(*FILL_COLUMNS)
 position_row = operator.attrgetter(*POSITION_COLUMNS)
+
+
+# -- the rules the simulated exchange and the paper broker share (one copy, so they cannot drift) ------
+
+def stop_triggered(side: str, trigger: float, ltp: float) -> bool:
+    """A stop-loss order's trigger is reached: a BUY stop at or above it, a SELL stop at or below it."""
+    return ltp >= trigger if side == BUY else ltp <= trigger
+
+
+def round_to_tick(price: float, tick_size: float | None) -> float:
+    """``price`` on the instrument's tick grid (to the paisa without one)."""
+    if not tick_size:
+        return round(price, 2)
+    return round(round(price / tick_size) * tick_size, 2)
+
+
+@dataclass(slots=True, frozen=True)
+class BracketLeg:
+    """One exit of a filled bracket: the target (a LIMIT) or the stop (a STOPLOSS_MARKET)."""
+    name: str                 # "target" or "stop"
+    side: str
+    qty: int
+    order_type: str
+    limit_price: float | None
+    trigger_price: float | None
+
+
+def bracket_legs(side: str, qty: int, fill_price: float, target: float, stoploss: float,
+                 tick_size: float | None = None) -> tuple[BracketLeg, BracketLeg]:
+    """The two exits of a bracket whose entry filled ``qty`` at ``fill_price``; whichever fills first
+    cancels the other. A BUY entry exits by SELLing at ``fill_price + target`` (LIMIT) or once the
+    price falls to ``fill_price - stoploss`` (STOPLOSS_MARKET); a SELL entry the mirror image."""
+    exit_side = SELL if side == BUY else BUY
+    sign = 1 if side == BUY else -1
+    return (BracketLeg("target", exit_side, qty, LIMIT, round_to_tick(fill_price + sign * target, tick_size), None),
+            BracketLeg("stop", exit_side, qty, STOPLOSS_MARKET, None,
+                       round_to_tick(fill_price - sign * stoploss, tick_size)))
+
+
+def gtt_fires_above(trigger: float, ltp_at_creation: float) -> bool:
+    """A GTT rule fires when the price crosses its trigger from where it was when the rule was made:
+    upwards if the trigger was above that price, downwards otherwise."""
+    return trigger > ltp_at_creation
+
+
+def gtt_triggered(fires_above: bool, trigger: float, ltp: float) -> bool:
+    return ltp >= trigger if fires_above else ltp <= trigger

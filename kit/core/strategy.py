@@ -20,6 +20,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BUY, SELL = "BUY", "SELL"
 MARKET, LIMIT = "MARKET", "LIMIT"
+# Stop-loss orders wait for a trigger price, then become a LIMIT (at limit_price) or a MARKET order.
+STOPLOSS_LIMIT, STOPLOSS_MARKET = "STOPLOSS_LIMIT", "STOPLOSS_MARKET"
+STOP_TYPES = (STOPLOSS_LIMIT, STOPLOSS_MARKET)
+ORDER_TYPES = (MARKET, LIMIT, STOPLOSS_LIMIT, STOPLOSS_MARKET)
+# Angel One's varieties: a plain order, a stop-loss order, a bracket (entry with target and stop legs).
+NORMAL, STOPLOSS, ROBO = "NORMAL", "STOPLOSS", "ROBO"
 
 
 @dataclass(slots=True)
@@ -27,7 +33,22 @@ class Signal:
     """An intent to trade, produced by a strategy for one tick.
 
     ``qty`` is in units (shares or contracts, i.e. lots × lot size), as
-    Angel One's order API takes it. ``limit_price`` is rupees, only for LIMIT.
+    Angel One's order API takes it. ``limit_price`` is rupees, for LIMIT and
+    STOPLOSS_LIMIT. ``trigger_price`` (rupees) is a stop-loss order's trigger:
+    a BUY stop triggers on the first tick at or above it, a SELL stop at or
+    below it (``kit.core.orders.stop_triggered``).
+
+    A bracket (Angel One's ROBO variety) is an entry with ``target`` and
+    ``stoploss``, both rupees away from the entry's fill price: once the entry
+    fills, a LIMIT exit at the target and a STOPLOSS_MARKET exit at the stop
+    are placed, and whichever fills first cancels the other
+    (``kit.core.orders.bracket_legs``).
+
+        Signal.buy(tick, qty=65)                                  # MARKET
+        Signal.sell(tick, qty=65, limit=101.5)                    # LIMIT
+        Signal.stop_sell(tick, qty=65, trigger=98.0)              # STOPLOSS_MARKET
+        Signal.stop_sell(tick, qty=65, trigger=98.0, limit=97.5)  # STOPLOSS_LIMIT
+        Signal.buy(tick, qty=65, limit=100.0, target=2.0, stoploss=1.0)   # a bracket
     """
     token: str
     side: str
@@ -40,32 +61,70 @@ class Signal:
     tick_seq: int = 0
     tick_recv_ns: int = 0
     tag: str = field(default="")
+    trigger_price: float | None = None
+    target: float | None = None
+    stoploss: float | None = None
 
     def __post_init__(self):
         if self.side not in (BUY, SELL):
             raise ValueError(f"side must be 'BUY' or 'SELL', not {self.side!r}")
         if not isinstance(self.qty, int) or self.qty <= 0:
             raise ValueError(f"qty must be a positive int, not {self.qty!r}")
-        if self.order_type not in (MARKET, LIMIT):
-            raise ValueError(f"order_type must be 'MARKET' or 'LIMIT', not {self.order_type!r}")
-        if self.order_type == LIMIT and (self.limit_price is None or self.limit_price <= 0):
-            raise ValueError("a LIMIT signal needs a positive limit_price")
+        if self.order_type not in ORDER_TYPES:
+            raise ValueError(f"order_type must be one of {', '.join(ORDER_TYPES)}, not {self.order_type!r}")
+        if self.order_type in (LIMIT, STOPLOSS_LIMIT) and (self.limit_price is None or self.limit_price <= 0):
+            raise ValueError(f"a {self.order_type} signal needs a positive limit_price")
+        if self.order_type in STOP_TYPES and (self.trigger_price is None or self.trigger_price <= 0):
+            raise ValueError(f"a {self.order_type} signal needs a positive trigger_price")
+        if (self.target is None) != (self.stoploss is None):
+            raise ValueError("a bracket needs both target and stoploss (rupees from the entry's fill price)")
+        if self.target is not None:
+            if self.order_type in STOP_TYPES:
+                raise ValueError("a bracket's entry is a MARKET or LIMIT order, not a stop-loss order")
+            if not (self.target > 0 and self.stoploss > 0):
+                raise ValueError(f"a bracket's target and stoploss are positive rupee offsets, not "
+                                 f"{self.target!r} and {self.stoploss!r}")
+
+    @property
+    def variety(self) -> str:
+        """Angel One's variety for this order: ROBO (bracket), STOPLOSS or NORMAL."""
+        if self.target is not None:
+            return ROBO
+        return STOPLOSS if self.order_type in STOP_TYPES else NORMAL
 
     @classmethod
-    def buy(cls, tick: "Tick", qty: int = 1, limit: float | None = None, reason: str = "") -> "Signal":
+    def buy(cls, tick: "Tick", qty: int = 1, limit: float | None = None, reason: str = "", *,
+            target: float | None = None, stoploss: float | None = None) -> "Signal":
         return cls(tick.token, BUY, qty, LIMIT if limit is not None else MARKET, limit,
-                   tick.exchange_type, reason)
+                   tick.exchange_type, reason, target=target, stoploss=stoploss)
 
     @classmethod
-    def sell(cls, tick: "Tick", qty: int = 1, limit: float | None = None, reason: str = "") -> "Signal":
+    def sell(cls, tick: "Tick", qty: int = 1, limit: float | None = None, reason: str = "", *,
+             target: float | None = None, stoploss: float | None = None) -> "Signal":
         return cls(tick.token, SELL, qty, LIMIT if limit is not None else MARKET, limit,
-                   tick.exchange_type, reason)
+                   tick.exchange_type, reason, target=target, stoploss=stoploss)
+
+    @classmethod
+    def stop_buy(cls, tick: "Tick", qty: int, trigger: float, limit: float | None = None,
+                 reason: str = "") -> "Signal":
+        """A BUY stop-loss: STOPLOSS_LIMIT at ``limit`` once the price reaches ``trigger``, or
+        STOPLOSS_MARKET without a limit."""
+        return cls(tick.token, BUY, qty, STOPLOSS_LIMIT if limit is not None else STOPLOSS_MARKET, limit,
+                   tick.exchange_type, reason, trigger_price=trigger)
+
+    @classmethod
+    def stop_sell(cls, tick: "Tick", qty: int, trigger: float, limit: float | None = None,
+                  reason: str = "") -> "Signal":
+        """A SELL stop-loss: triggers once the price falls to ``trigger``."""
+        return cls(tick.token, SELL, qty, STOPLOSS_LIMIT if limit is not None else STOPLOSS_MARKET, limit,
+                   tick.exchange_type, reason, trigger_price=trigger)
 
     def as_row(self) -> dict:
         """The fields that identify a signal, for tables and for parity checks."""
         return {"token": self.token, "side": self.side, "qty": self.qty, "order_type": self.order_type,
                 "limit_price": self.limit_price, "exchange_type": self.exchange_type,
-                "tick_seq": self.tick_seq, "reason": self.reason}
+                "tick_seq": self.tick_seq, "reason": self.reason, "trigger_price": self.trigger_price,
+                "target": self.target, "stoploss": self.stoploss}
 
 
 class Strategy:

@@ -227,5 +227,5 @@ class TickPath:
 
     def signals_df(self) -> pd.DataFrame:
         return pd.DataFrame([s.as_row() for s in list(self.signals)],
-                            columns=["token", "side", "qty", "order_type", "limit_price",
-                                     "exchange_type", "tick_seq", "reason"])
+                            columns=["token", "side", "qty", "order_type", "limit_price", "trigger_price",
+                                     "target", "stoploss", "exchange_type", "tick_seq", "reason"])
