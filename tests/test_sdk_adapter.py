@@ -638,3 +638,32 @@ def test_23_a_refused_token_is_reported_with_the_token_the_request_carried(sim, 
         assert list(inspect.signature(sdk_adapter.SmartConnect.setSessionExpiryHook).parameters) == ["self", "method"]
     finally:
         client.close()
+
+
+def test_24_a_refused_gtt_rule_says_why_and_lists_take_a_tuple(sim, in_tmp_cwd):
+    from kit.sim.rest import reply
+    session = _logged_in(sim)
+    client = session.client
+    path = "/gtt-service/rest/secure/angelbroking/gtt/v1/createRule"
+    answers = [reply(status=False, message="Trigger price is too close to LTP", errorcode="AB9011")]
+    sim.rest.route("POST", path)(lambda req: answers[0])
+    params = {"tradingsymbol": "X-EQ", "symboltoken": "2885", "exchange": "NSE", "transactiontype": "BUY",
+              "producttype": "DELIVERY", "price": 100, "qty": 1, "triggerprice": 100, "disclosedqty": 0,
+              "timeperiod": 365}
+    try:
+        # Control: the SDK's own gttCreateRule turns the refusal into a TypeError that hides why.
+        with pytest.raises(TypeError):
+            sdk_adapter.SmartConnect.gttCreateRule(client, dict(params))
+        refused = client.gttCreateRule(dict(params))
+        assert refused["status"] is False and refused["message"] == "Trigger price is too close to LTP"
+        answers[0] = reply({"id": "4242"})
+        assert client.gttCreateRule(dict(params))["data"]["id"] == "4242"
+        # The SDK answers a tuple of statuses with an error string instead of the call.
+        assert isinstance(sdk_adapter.SmartConnect.gttLists(client, ("NEW",), 1, 10), str)
+        listed = []
+        sim.rest.route("POST", "/rest/secure/angelbroking/gtt/v1/ruleList")(
+            lambda req: listed.append(req.body) or reply([]))
+        assert client.gttLists(("NEW", "CANCELLED"), 1, 10)["status"] is True
+        assert listed[0]["status"] == ["NEW", "CANCELLED"]
+    finally:
+        client.close()

@@ -109,6 +109,12 @@ And one more in ``SmartConnect``:
     ``KitSmartConnect.on_token_refused(token)`` is called with the token the
     refused request carried (``kit.angel.session_keeper`` renews on it).
 
+24. ``gttCreateRule`` and ``gttModifyRule`` read ``response['data']['id']``
+    unguarded, so a refused rule (``{"status": false, "data": null, ...}``)
+    becomes a ``TypeError`` that hides Angel One's reason; ``gttLists`` given
+    a tuple returns an error *string* in place of the reply. Here the first
+    two return the reply as it came, and ``gttLists`` takes any sequence.
+
 Not a defect, a cost: websocket-client spends three system calls per frame
 (an epoll wait, then ``recv`` of the header and of the payload). ``ReadAhead``
 reads the socket 64 KiB at a time and serves frames from that buffer, which
@@ -518,6 +524,18 @@ class KitSmartConnect(SmartConnect):
                 self.setRefreshToken(data.get("refreshToken") or refresh_token)
             return reply
         return self._redacted("generateToken", call)
+
+    def gttCreateRule(self, createRuleParams):
+        """The reply as it came (24): ``reply["data"]["id"]`` on success, Angel One's message on a refusal."""
+        return self._postRequest("api.gtt.create", {k: v for k, v in createRuleParams.items() if v is not None})
+
+    def gttModifyRule(self, modifyRuleParams):
+        """The reply as it came (24)."""
+        return self._postRequest("api.gtt.modify", {k: v for k, v in modifyRuleParams.items() if v is not None})
+
+    def gttLists(self, status, page, count):
+        """Rules in these statuses (a list or tuple, 24)."""
+        return super().gttLists(list(status), page, count)
 
     def renewAccessToken(self):
         return self._redacted("renewAccessToken", super().renewAccessToken)
