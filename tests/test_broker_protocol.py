@@ -12,8 +12,8 @@ from kit.broker.risk import RiskManager
 from kit.store.journal import Journal
 
 # The contract, spelled out: adding or dropping a member is a decision, and this list changes with it.
-DATA = {"live": bool, "name": str, "instruments": object, "bad_marks": int}
-METHODS = {"on_tick", "submit", "cancel", "cancel_all", "flatten", "open_orders", "position", "exposure", "pnl",
+DATA = {"live": bool, "name": str, "instruments": object, "bad_marks": int, "gtt": object}
+METHODS = {"on_tick", "submit", "cancel", "modify", "cancel_all", "flatten", "open_orders", "position", "exposure", "pnl",
            "last_price", "lot_size", "add_fill_listener", "remove_fill_listener", "orders_df", "fills_df",
            "positions_df", "close"}
 PROPERTIES = {"positions"}

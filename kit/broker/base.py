@@ -7,7 +7,10 @@ written against it runs unchanged on either:
     def exposure_report(broker: Broker) -> dict:
         return {key: broker.exposure(p.token, p.exchange_type) for key, p in broker.positions.items()}
 
-The live broker adds what only real orders need (``modify``, ``wait_settled``,
+Both also hand out ``gtt`` (``kit.broker.gtt.GttBook``: GTT rules) and take
+``modify`` (a resting order's price, quantity or stop trigger).
+
+The live broker adds what only real orders need (``wait_settled``,
 ``check_positions``, ``reconcile``, ``latency_summary``, arming); those are
 not part of the contract.
 """
@@ -21,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
     from kit.angel.instruments import InstrumentMaster
+    from kit.broker.gtt import GttBook
     from kit.core.strategy import Signal
     from kit.core.tick import Tick
 
@@ -33,6 +37,7 @@ class Broker(Protocol):
     name: str                                    # "paper" or "smartapi"
     instruments: "InstrumentMaster | None"       # the instrument master its orders are checked against
     bad_marks: int                               # ticks whose price was not believed as a P&L mark
+    gtt: "GttBook"                               # GTT rules, paper or at Angel One
 
     def on_tick(self, tick: "Tick") -> tuple[Fill, ...]:
         """Mark the instrument's last price; returns the fills this tick made (paper), else ``NO_FILLS``."""
@@ -44,6 +49,11 @@ class Broker(Protocol):
 
     def cancel(self, order_id: str) -> bool:
         """Cancel an active order; False if it is unknown or no longer active."""
+        ...
+
+    def modify(self, order_id: str, *, price: float | None = None, qty: int | None = None,
+               trigger: float | None = None) -> bool:
+        """Change an active order's limit price, quantity or stop trigger; False if refused (logged why)."""
         ...
 
     def cancel_all(self) -> int:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Callable
 
 from kit.broker.book import PositionBook, frame
 from kit.broker.gate import TradingGate
+from kit.broker.gtt_live import LiveGtt
 from kit.broker.order_state import LIVE_ORDER_COLUMNS, LiveBook, LiveOrder, live_order_row
 from kit.broker.reconcile import Reconciler
 from kit.broker.rules import DEFAULT_PRICE_COLLAR
@@ -48,7 +49,7 @@ from kit.broker.timings import Timing, latency_table
 from kit.core.market import EXCHANGES, today_ist
 from kit.core.orders import ACTIVE, NO_FILLS, PENDING, Fill
 from kit.core.ratelimit import EXCHANGE_ORDER_LIMITS, RateLimiter
-from kit.core.strategy import BUY, MARKET, SELL, Signal
+from kit.core.strategy import BUY, MARKET, SELL, STOP_TYPES, Signal
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -90,6 +91,7 @@ class SmartApiBroker(PositionBook):
     variety = _OnPart("book")
     duration = _OnPart("book")
     journal_error = _OnPart("book")              # why the journal failed ("" while it has not)
+    margin_check = _OnPart("book")               # ask Angel One's margin API before each opening order
     pacer = _OnPart("sender")                    # the RateLimiter every order request waits for
     reconcile_interval = _OnPart("reconciler")
     lost_order_grace = _OnPart("reconciler")
@@ -101,7 +103,7 @@ class SmartApiBroker(PositionBook):
                  pacer: RateLimiter | None = None, name: str = "default",
                  clock_ns: Callable[[], int] = time.time_ns, gate: TradingGate | None = None,
                  price_collar: float | None = DEFAULT_PRICE_COLLAR, max_queued: int = MAX_QUEUED_ORDERS,
-                 position_check_interval: float = 15.0):
+                 position_check_interval: float = 15.0, margin_check: bool = False):
         self.journal = journal
         # Stop, disarm, the kill switch and a failing journal all close this one gate; the sender
         # passes through it immediately before every place or modify request.
@@ -127,8 +129,10 @@ class SmartApiBroker(PositionBook):
         self._prefix = "k" + secrets.token_hex(3)   # ordertag = prefix + counter: < 20 chars, unique per session
         self._count = 0
         self._closed = False
+        book.margin_check = margin_check
         self.restored = book.restore()
         self.gate.add_close_listener(self._gate_closed)
+        self.gtt = LiveGtt(book, self._instrument_of)
 
     # ================================================================== start-up and shutdown
     @property
@@ -208,6 +212,10 @@ class SmartApiBroker(PositionBook):
         """The gate closed: orders waiting for the sender are cancelled now, not sent later."""
         self.sender.cancel_queued(f"not sent: {reason}", keep_flattening=name != "stopped" and name != "closed")
 
+    def _instrument_of(self, token: str, exchange_type: int):
+        """The master's instrument (None without a master or for an unknown one)."""
+        return self.instruments.get(token, exchange_type) if self.instruments is not None else None
+
     # ================================================================== the tick path
     def on_tick(self, tick: "Tick") -> tuple:
         """Mark the last price for unrealized P&L (if plausible). Fills come from order updates."""
@@ -241,7 +249,8 @@ class SmartApiBroker(PositionBook):
             order = LiveOrder(f"{self._prefix}{self._count:06d}", signal.token, signal.exchange_type, signal.side,
                               signal.qty, signal.order_type, signal.limit_price, PENDING, 0, 0.0, signal.reason,
                               self._clock_ns(), tick.seq if tick is not None else signal.tick_seq, signal.tag,
-                              "", symbol=inst.symbol if inst else "",
+                              "", trigger_price=signal.trigger_price, variety=signal.variety,
+                              target=signal.target, stoploss=signal.stoploss, symbol=inst.symbol if inst else "",
                               exchange=EXCHANGES.get(signal.exchange_type, ""), product=book.product)
             order.updated_ns = order.submit_ns
             problem = self._refusal(order, tick, force)
@@ -264,27 +273,32 @@ class SmartApiBroker(PositionBook):
             self.stats["queue_full"] += 1
             return f"the send queue is full ({queued} orders waiting for the exchange's rate limit)"
         return self._admission_problem(order.token, order.exchange_type, order.side, order.qty, order.order_type,
-                                       order.limit_price, tick)
+                                       order.limit_price, tick, order.trigger_price)
 
-    def modify(self, order_id: str, *, price: float | None = None, qty: int | None = None) -> bool:
-        """Ask the exchange to change an open order's limit price and/or quantity.
+    def modify(self, order_id: str, *, price: float | None = None, qty: int | None = None,
+               trigger: float | None = None) -> bool:
+        """Ask the exchange to change an open order's limit price, quantity and/or (a stop's) trigger.
 
         Returns False if the order is unknown, no longer active, not yet
         acknowledged by the exchange, or the change is malformed or outside
-        the price band. The change shows once the exchange confirms it (an
-        AB04 update).
+        the price band (a stop's new trigger already reached by the market
+        included). The change shows once the exchange confirms it (an AB04 update).
         """
         with self._lock:
             order = self.book.orders.get(order_id)
             if order is None or order.status not in ACTIVE or not order.broker_order_id:
                 return False
+            if trigger is not None and order.order_type not in STOP_TYPES:
+                log.warning("live order %s: modify refused: a %s order has no trigger", order_id, order.order_type)
+                return False
             problem = self._admission_problem(order.token, order.exchange_type, order.side,
                                               qty if qty is not None else order.qty, order.order_type,
-                                              price if price is not None else order.limit_price, None)
+                                              price if price is not None else order.limit_price, None,
+                                              trigger if trigger is not None else order.trigger_price)
         if problem:
             log.warning("live order %s: modify refused: %s", order_id, problem)
             return False
-        self.sender.queue_modify(order_id, price, qty)
+        self.sender.queue_modify(order_id, price, qty, trigger)
         return True
 
     def cancel(self, order_id: str) -> bool:

@@ -30,8 +30,9 @@ from kit.broker.book import InstrumentState, instrument_state, position_record, 
 from kit.broker.gate import TradingGate
 from kit.broker.timings import Timing
 from kit.core.listeners import Listeners
-from kit.core.orders import ACTIVE, CANCELLED, COMPLETE, OPEN, PENDING, REJECTED, TERMINAL, Fill, Order
-from kit.core.strategy import LIMIT
+from kit.core.orders import (ACTIVE, CANCELLED, COMPLETE, OPEN, PENDING, REJECTED, TERMINAL, Fill, Order,
+                             counts_as_open)
+from kit.core.strategy import LIMIT, ROBO, STOP_TYPES, STOPLOSS_LIMIT
 
 if TYPE_CHECKING:  # pragma: no cover
     from kit.store.journal import Journal
@@ -110,13 +111,16 @@ def transition(order: LiveOrder, data: dict, code: str, clock_ns: Callable[[], i
     if order.status not in TERMINAL:
         if status in (OPEN, PENDING) and (raw_status == "modified" or code == "AB04"):
             new.qty = to_int(data.get("quantity")) or new.qty
-            if new.order_type == LIMIT and to_float(data.get("price")):
+            if new.order_type in (LIMIT, STOPLOSS_LIMIT) and to_float(data.get("price")):
                 new.limit_price = to_float(data.get("price"))
+            if new.order_type in STOP_TYPES and to_float(data.get("triggerprice")):
+                new.trigger_price = to_float(data.get("triggerprice"))
         new.status = status
     if data.get("text") and new.status in (REJECTED, CANCELLED):
         new.status_message = str(data["text"])
     same = (new.status == order.status and new.filled_qty == order.filled_qty and new.qty == order.qty
             and new.limit_price == order.limit_price and new.broker_order_id == order.broker_order_id
+            and new.trigger_price == order.trigger_price
             and new.status_message == order.status_message)
     if same:
         return None
@@ -167,7 +171,9 @@ class LiveBook:
         self.stats = {"placed": 0, "rejected": 0, "send_unknown": 0, "rate_limited": 0, "updates": 0,
                       "foreign_updates": 0, "reconciles": 0, "reconcile_errors": 0, "lost": 0,
                       "cancelled_unsent": 0, "journal_errors": 0, "position_checks": 0,
-                      "position_differences": 0, "bad_marks": 0, "queue_full": 0}
+                      "position_differences": 0, "bad_marks": 0, "queue_full": 0, "margin_checks": 0,
+                      "margin_refused": 0}
+        self.margin_check = False          # ask Angel One's margin API before each opening order
 
     def restore(self) -> dict:
         """Orders, fills and positions as the journal last recorded them; returns what came back."""
@@ -250,6 +256,8 @@ class LiveBook:
 
     def account_open(self, old: LiveOrder | None, new: LiveOrder) -> None:
         """Move the instrument's open units by what changed between two states of one order (lock held)."""
+        if not counts_as_open(new):
+            return
         before = old.qty - old.filled_qty if old is not None and old.status in ACTIVE else 0
         after = new.qty - new.filled_qty if new.status in ACTIVE else 0
         if after != before:
@@ -269,12 +277,35 @@ class LiveBook:
         self.apply_row(data, "update", message.get("order-status", ""))
 
     def find(self, data: dict) -> LiveOrder | None:
-        """The order a row is about: by the exchange's order id, or by ``ordertag`` (the kit's id)."""
+        """The order a row is about: by the exchange's order id, or by ``ordertag`` (the kit's id), or a
+        bracket's exit leg seen for the first time (``parentorderid`` names one of the kit's orders)."""
         order = self.by_broker_id.get(str(data.get("orderid", "")))
         if order is None:
             tag = data.get("ordertag") or ""
             order = self.orders.get(tag) if tag else None
+        if order is None and data.get("parentorderid"):
+            parent = self.by_broker_id.get(str(data["parentorderid"]))
+            if parent is not None:
+                order = self.bracket_leg(parent, data)
         return order
+
+    def bracket_leg(self, parent: LiveOrder, data: dict) -> LiveOrder:
+        """A bracket's exit leg, placed by the exchange when the entry ``parent`` filled: known from now on
+        as ``<entry id>-T`` (target) or ``-S`` (stop). The caller holds ``lock``; the row applied next
+        journals it."""
+        order_type = str(data.get("ordertype", ""))
+        leg = LiveOrder(f"{parent.order_id}-{'S' if order_type in STOP_TYPES else 'T'}", parent.token,
+                        parent.exchange_type, str(data.get("transactiontype", "")), to_int(data.get("quantity")),
+                        order_type, to_float(data.get("price")) if order_type in (LIMIT, STOPLOSS_LIMIT) else None,
+                        PENDING, 0, 0.0, f"bracket {parent.order_id}", parent.submit_ns, parent.tick_seq,
+                        parent.tag, "", trigger_price=to_float(data.get("triggerprice")) or None, variety=ROBO,
+                        parent_id=parent.order_id, broker_order_id=str(data.get("orderid", "")),
+                        symbol=parent.symbol, exchange=parent.exchange, product=parent.product,
+                        updated_ns=self.clock_ns())
+        self.orders[leg.order_id] = leg
+        self.by_broker_id[leg.broker_order_id] = leg
+        self.account_open(None, leg)
+        return leg
 
     def apply_row(self, data: dict, source: str, code: str = "") -> bool:
         """Apply one order-book row (``source``: "update" or "orderbook"): journal first, then memory.

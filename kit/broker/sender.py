@@ -26,11 +26,17 @@ from kit.angel.sdk import is_rate_limit_error
 from kit.broker.order_state import LiveBook, LiveOrder, order_record
 from kit.core.orders import ACTIVE, CANCELLED, OPEN, PENDING, REJECTED
 from kit.core.ratelimit import RateLimiter
-from kit.core.strategy import LIMIT
+from kit.broker.margin import opening_qty
+from kit.core.strategy import BUY, LIMIT, NORMAL, ROBO, STOP_TYPES, STOPLOSS_LIMIT
 
 log = logging.getLogger("kit.broker.live")     # one logger for the live broker, whichever part speaks
 
 ATTEMPTS = 5        # rate-limit answers in a row before a request is given up
+
+
+def _variety(order: LiveOrder, book: LiveBook) -> str:
+    """The order's own variety (a stop-loss, a bracket or its legs), else the broker's setting."""
+    return order.variety if order.variety != NORMAL else book.variety
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -78,8 +84,8 @@ class OrderSender:
         book.outbox.put(("cancel", order_id))
         return True
 
-    def queue_modify(self, order_id: str, price: float | None, qty: int | None) -> None:
-        self.book.outbox.put(("modify", order_id, {"price": price, "qty": qty}))
+    def queue_modify(self, order_id: str, price: float | None, qty: int | None, trigger: float | None = None) -> None:
+        self.book.outbox.put(("modify", order_id, {"price": price, "qty": qty, "trigger": trigger}))
 
     def cancel_queued(self, why: str, *, keep_flattening: bool = False) -> int:
         """Cancel (and journal) every order still waiting to be sent; returns how many."""
@@ -125,6 +131,8 @@ class OrderSender:
         timing = book.timing.get(order_id)
         if timing is not None:
             timing.dequeued = perf_counter_ns()
+        # Before the lock that order updates take too: the margin check is two requests.
+        short = self._margin_shortfall(order_id) if book.margin_check else ""
         with book.apply_lock:
             with book.lock:
                 if book.send_state.get(order_id) != "queued":
@@ -138,6 +146,9 @@ class OrderSender:
                 params = self._place_params(order)
             if cancelled:
                 self._finish_unsent(order_id, "cancelled before it was sent")
+                return
+            if short and not force:
+                self._finish_unsent(order_id, short, REJECTED)
                 return
             # The write-ahead rule: the order is durable before the exchange can know of it.
             # A flattening order goes even so: it only shrinks what the broker itself reports.
@@ -189,13 +200,50 @@ class OrderSender:
 
     def _place_params(self, order: LiveOrder) -> dict:
         book = self.book
-        params = {"variety": book.variety, "tradingsymbol": order.symbol, "symboltoken": order.token,
+        params = {"variety": _variety(order, book), "tradingsymbol": order.symbol, "symboltoken": order.token,
                   "transactiontype": order.side, "exchange": order.exchange, "ordertype": order.order_type,
                   "producttype": order.product, "duration": book.duration, "quantity": str(order.qty),
                   "price": "0", "ordertag": order.order_id}
-        if order.order_type == LIMIT:
+        if order.order_type in (LIMIT, STOPLOSS_LIMIT):
             params["price"] = f"{order.limit_price:.2f}"
+        if order.order_type in STOP_TYPES:
+            params["triggerprice"] = f"{order.trigger_price:.2f}"
+        if order.variety == ROBO:
+            params["squareoff"], params["stoploss"] = f"{order.target:.2f}", f"{order.stoploss:.2f}"
         return params
+
+    def _margin_shortfall(self, order_id: str) -> str:
+        """Why Angel One's margin API says the account cannot carry this order ("" if it can, or if it
+        only shrinks a position, or is a flattening order). A check that cannot be made refuses the
+        order: it was asked for, and sending blind is not it."""
+        book = self.book
+        with book.lock:
+            order = book.orders[order_id]
+            if order_id in book.force or book.send_state.get(order_id) != "queued":
+                return ""
+            inst = book.instrument(order.token, order.exchange_type)
+            same_side = (inst.open_buy if order.side == BUY else inst.open_sell) - (order.qty - order.filled_qty)
+            opening = opening_qty(inst.qty, max(0, same_side), order.side, order.qty)
+            price = order.limit_price or inst.last_price
+        if not opening:
+            return ""
+        request = {"positions": [{"exchange": order.exchange, "qty": opening, "price": price,
+                                  "productType": order.product, "token": order.token, "tradeType": order.side,
+                                  "orderType": order.order_type}]}
+        try:
+            self.pacer.wait()
+            margin = book.client.getMarginApi(request)
+            funds = book.client.rmsLimit()
+            need = float(margin["data"]["totalMarginRequired"])
+            available = float(funds["data"]["net"])
+        except Exception as exc:
+            return f"not sent: the margin check could not be made ({type(exc).__name__}: {exc})"
+        book.stats["margin_checks"] += 1
+        if need > available:
+            book.stats["margin_refused"] += 1
+            return (f"insufficient margin: Angel One's margin API says the order needs ₹{need:,.2f}, "
+                    f"₹{available:,.2f} is available")
+        return ""
 
     def _finish_unsent(self, order_id: str, why: str, status: str = CANCELLED, *, journal: bool = True) -> None:
         """An order that never left this machine becomes final, with ``why``. The caller holds ``apply_lock``."""
@@ -259,10 +307,13 @@ class OrderSender:
                 return
             qty = change["qty"] if change["qty"] is not None else order.qty
             price = change["price"] if change["price"] is not None else order.limit_price
-            params = {"variety": book.variety, "orderid": order.broker_order_id, "ordertype": order.order_type,
-                      "producttype": order.product, "duration": book.duration, "quantity": str(qty),
-                      "price": f"{price:.2f}" if price is not None else "0", "tradingsymbol": order.symbol,
-                      "symboltoken": order.token, "exchange": order.exchange}
+            trigger = change.get("trigger") if change.get("trigger") is not None else order.trigger_price
+            params = {"variety": _variety(order, book), "orderid": order.broker_order_id,
+                      "ordertype": order.order_type, "producttype": order.product, "duration": book.duration,
+                      "quantity": str(qty), "price": f"{price:.2f}" if price is not None else "0",
+                      "tradingsymbol": order.symbol, "symboltoken": order.token, "exchange": order.exchange}
+            if order.order_type in STOP_TYPES:
+                params["triggerprice"] = f"{trigger:.2f}"
         if not book.record("modify_intent", client_id=order_id, payload=params):
             return
         self._call(order_id, "modify", lambda: book.client.modifyOrder(dict(params)), gated=True)
@@ -277,10 +328,10 @@ class OrderSender:
                 # Sent without an answer yet: cancel as soon as the order book names it.
                 book.cancel_wanted.add(order_id)
                 return
-            broker_order_id = order.broker_order_id
+            broker_order_id, variety = order.broker_order_id, _variety(order, book)
         # A cancel only reduces risk: it goes even if the journal cannot record it.
         book.record("cancel_intent", client_id=order_id, payload={"orderid": broker_order_id})
-        self._call(order_id, "cancel", lambda: book.client.cancelOrder(broker_order_id, book.variety))
+        self._call(order_id, "cancel", lambda: book.client.cancelOrder(broker_order_id, variety))
 
     def _call(self, order_id: str, what: str, call, *, gated: bool = False) -> None:
         """Send a modify (``gated``: only through an open gate) or a cancel, retrying rate-limit answers."""

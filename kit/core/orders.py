@@ -111,6 +111,12 @@ def stop_triggered(side: str, trigger: float, ltp: float) -> bool:
     return ltp >= trigger if side == BUY else ltp <= trigger
 
 
+def counts_as_open(order: Order) -> bool:
+    """Whether an active order's unfilled units count in the exposure risk reads. A bracket's two exits are
+    one-cancels-other, so only one may ever fill: its stop counts (the worst case), its target does not."""
+    return not (order.parent_id and order.order_type == LIMIT)
+
+
 def round_to_tick(price: float, tick_size: float | None) -> float:
     """``price`` on the instrument's tick grid (to the paisa without one)."""
     if not tick_size:

@@ -79,19 +79,27 @@ class LiveControls:
         broker = self.broker
         self.risk.halt(reason)          # closes the gate: orders queued for the exchange are cancelled now
         log.warning("KILL SWITCH: %s", reason)
+        # First the GTT rules: one that fires after the kill would open a position nobody is watching.
+        gtt_cancelled, error = 0, ""
+        try:
+            gtt_cancelled = broker.gtt.cancel_created()
+        except Exception as exc:
+            error = f"could not cancel the GTT rules: {type(exc).__name__}: {exc}"
+            log.error("KILL SWITCH: %s", error)
         cancelled = broker.cancel_all()
         settled = broker.wait_settled(timeout) if broker.live else True
-        orders, error = [], ""
+        orders = []
         if flatten:
             # Live: from the broker's positions read now, never from the journal's belief.
             try:
                 orders = broker.flatten(reason)
             except Exception as exc:
-                error = f"could not flatten: {type(exc).__name__}: {exc}"
+                error = "; ".join(filter(None, (error, f"could not flatten: {type(exc).__name__}: {exc}")))
                 log.error("KILL SWITCH: %s", error)
             if broker.live and orders:
                 settled = broker.wait_settled(timeout) and settled
-        return {"halted": True, "reason": reason, "cancelled": cancelled, "settled": settled, "error": error,
+        return {"halted": True, "reason": reason, "cancelled": cancelled, "gtt_cancelled": gtt_cancelled,
+                "settled": settled, "error": error,
                 "flatten_orders": [o.order_id for o in orders],
                 "open_orders": len(broker.open_orders()),
                 "positions": {key: p.qty for key, p in broker.positions.items() if p.qty}}
