@@ -63,6 +63,11 @@ class GttBook(Protocol):
 
     def rules_df(self, statuses: tuple[str, ...] = GTT_STATUSES) -> "pandas.DataFrame": ...
 
+    def seen(self) -> list[GttRule]:
+        """The rules as last read or changed through this object, without asking the exchange (for a
+        dashboard that redraws many times a second)."""
+        ...
+
     def cancel_created(self) -> int:
         """Cancel every waiting rule this broker (its journal, live) created; the kill switch calls it."""
         ...

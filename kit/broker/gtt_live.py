@@ -19,10 +19,11 @@ order the kit did not place itself.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from kit.broker.gtt import DEFAULT_TIMEPERIOD_DAYS, GTT_COLUMNS, GTT_NEW, GTT_STATUSES, GttRule
+from kit.broker.gtt import DEFAULT_TIMEPERIOD_DAYS, GTT_CANCELLED, GTT_COLUMNS, GTT_NEW, GTT_STATUSES, GttRule
 from kit.broker.rules import instrument_problem, shape_problem
 from kit.core.market import EXCHANGE_TYPES, EXCHANGES, IST
 from kit.core.strategy import LIMIT
@@ -63,6 +64,20 @@ class LiveGtt:
     def __init__(self, book: "LiveBook", instrument_of: Callable):
         self.book = book
         self._instrument_of = instrument_of
+        # rule id -> the rule as last listed or changed here: what seen() shows without a request.
+        self._seen: dict[str, GttRule] = {}
+        self._seen_lock = threading.Lock()
+
+    def _remember(self, rules: list[GttRule], *, replace: bool = False) -> None:
+        with self._seen_lock:
+            if replace:
+                self._seen = {}
+            self._seen.update((r.rule_id, r) for r in rules)
+
+    def seen(self) -> list[GttRule]:
+        """The rules as last listed (``rules()``) or changed through this object; no request is made."""
+        with self._seen_lock:
+            return sorted(self._seen.values(), key=lambda r: r.rule_id, reverse=True)
 
     def _client(self):
         client = self.book.client
@@ -92,6 +107,8 @@ class LiveGtt:
         self.book.record("gtt_intent", payload=params)
         rule_id = str(self._gated("GTT rule", lambda: client.gttCreateRule(dict(params)))["data"]["id"])
         self.book.record("gtt_created", client_id=rule_id, payload=params)
+        self._remember([GttRule(rule_id, str(token), exchange_type, side, qty, float(trigger), float(price), GTT_NEW,
+                                product)])
         log.info("GTT rule %s created: %s %d %s at %s when the price reaches %s", rule_id, side, qty,
                  inst.symbol, price, trigger)
         return rule_id
@@ -122,6 +139,7 @@ class LiveGtt:
         client = self._client()
         self.book.record("gtt_modify_intent", client_id=str(rule_id), payload=params)
         self._gated(f"GTT rule {rule_id} change", lambda: client.gttModifyRule(dict(params)))
+        self._remember([_rule({**row, **params})])
 
     def cancel(self, rule_id: str) -> None:
         """Cancel a waiting rule. A cancel only reduces risk: it is sent whatever the gate says."""
@@ -130,6 +148,7 @@ class LiveGtt:
         self.book.record("gtt_cancel_intent", client_id=str(rule_id))
         _answer(client.gttCancelRule({"id": str(rule_id), "symboltoken": row["symboltoken"],
                                       "exchange": row["exchange"]}), f"GTT rule {rule_id} cancel")
+        self._remember([_rule({**row, "status": GTT_CANCELLED})])
 
     def rules(self, statuses: tuple[str, ...] = GTT_STATUSES) -> list[GttRule]:
         """The account's rules in these statuses, as Angel One lists them now (newest first)."""
@@ -139,7 +158,9 @@ class LiveGtt:
             batch = reply.get("data") or []
             rows.extend(batch)
             if len(batch) < PAGE:
-                return [_rule(row) for row in rows]
+                found = [_rule(row) for row in rows]
+                self._remember(found, replace=tuple(statuses) == GTT_STATUSES)
+                return found
             page += 1
 
     def rules_df(self, statuses: tuple[str, ...] = GTT_STATUSES) -> "pandas.DataFrame":
