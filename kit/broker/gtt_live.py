@@ -12,18 +12,22 @@ nothing here keeps a copy that could go stale. What the kit adds:
   later session: a rule outlives the day, and a kill switch that left one
   armed would let it open a position after the trader was stopped.
 
-A fired rule places an ordinary order; its fills reach the kit's positions
-through the position check (``SmartApiBroker.check_positions``), as any
-order the kit did not place itself.
+A fired rule places an ordinary order without the kit's tag. The first
+update of an unknown order that matches a waiting rule of this journal
+exactly (instrument, side, quantity, price) makes it a kit order named
+``gtt<rule id>``, so its fills move the kit's positions and P&L as the
+kit's own orders do; anything else unknown is left to the position check
+(``SmartApiBroker.check_positions``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from kit.broker.gtt import DEFAULT_TIMEPERIOD_DAYS, GTT_CANCELLED, GTT_COLUMNS, GTT_NEW, GTT_STATUSES, GttRule
+from kit.broker.gtt import DEFAULT_TIMEPERIOD_DAYS, GTT_CANCELLED, GTT_FIRED, GTT_COLUMNS, GTT_NEW, GTT_STATUSES, GttRule
 from kit.broker.rules import instrument_problem, shape_problem
 from kit.core.market import EXCHANGE_TYPES, EXCHANGES, IST
 from kit.core.strategy import LIMIT
@@ -67,6 +71,39 @@ class LiveGtt:
         # rule id -> the rule as last listed or changed here: what seen() shows without a request.
         self._seen: dict[str, GttRule] = {}
         self._seen_lock = threading.Lock()
+        # This journal's rules not yet matched to an order: rule id -> (token, exchange, side, qty, price).
+        self._waiting: dict[str, tuple] = {}
+        for event in book.journal.events("gtt_created"):
+            self._expect(event["client_id"], event["payload"])
+        book.gtt_order_of = self._order_of
+
+    def _expect(self, rule_id: str, params: dict) -> None:
+        with self._seen_lock:
+            self._waiting[str(rule_id)] = (str(params["symboltoken"]), str(params["exchange"]),
+                                           str(params["transactiontype"]), int(params["qty"]),
+                                           round(float(params["price"]), 2))
+
+    def _order_of(self, data: dict):
+        """The kit order for an unknown order-book row that one of this journal's waiting rules placed."""
+        key = (str(data.get("symboltoken", "")), str(data.get("exchange", "")), str(data.get("transactiontype", "")),
+               int(float(data.get("quantity") or 0)), round(float(data.get("price") or 0), 2))
+        with self._seen_lock:
+            rule_id = next((r for r, k in self._waiting.items() if k == key), None)
+            if rule_id is None:
+                return None
+            del self._waiting[rule_id]
+            seen = self._seen.get(rule_id)
+            if seen is not None:
+                self._seen[rule_id] = dataclasses.replace(seen, status=GTT_FIRED, order_id=f"gtt{rule_id}")
+        from kit.broker.order_state import LiveOrder, to_float
+        from kit.core.orders import PENDING
+        now = self.book.clock_ns()
+        log.info("GTT rule %s placed order %s", rule_id, data.get("orderid"))
+        return LiveOrder(f"gtt{rule_id}", key[0], EXCHANGE_TYPES.get(key[1], 0), key[2], key[3],
+                         str(data.get("ordertype") or LIMIT), to_float(data.get("price")), PENDING, 0, 0.0,
+                         f"GTT rule {rule_id}", now, 0, "", "", broker_order_id=str(data.get("orderid", "")),
+                         symbol=str(data.get("tradingsymbol", "")), exchange=key[1],
+                         product=str(data.get("producttype", "")), updated_ns=now)
 
     def _remember(self, rules: list[GttRule], *, replace: bool = False) -> None:
         with self._seen_lock:
@@ -107,6 +144,7 @@ class LiveGtt:
         self.book.record("gtt_intent", payload=params)
         rule_id = str(self._gated("GTT rule", lambda: client.gttCreateRule(dict(params)))["data"]["id"])
         self.book.record("gtt_created", client_id=rule_id, payload=params)
+        self._expect(rule_id, params)
         self._remember([GttRule(rule_id, str(token), exchange_type, side, qty, float(trigger), float(price), GTT_NEW,
                                 product)])
         log.info("GTT rule %s created: %s %d %s at %s when the price reaches %s", rule_id, side, qty,
@@ -139,6 +177,8 @@ class LiveGtt:
         client = self._client()
         self.book.record("gtt_modify_intent", client_id=str(rule_id), payload=params)
         self._gated(f"GTT rule {rule_id} change", lambda: client.gttModifyRule(dict(params)))
+        if str(rule_id) in self._waiting:
+            self._expect(rule_id, {**row, **params})
         self._remember([_rule({**row, **params})])
 
     def cancel(self, rule_id: str) -> None:
@@ -146,6 +186,8 @@ class LiveGtt:
         row = self.details(rule_id)
         client = self._client()
         self.book.record("gtt_cancel_intent", client_id=str(rule_id))
+        with self._seen_lock:
+            self._waiting.pop(str(rule_id), None)
         _answer(client.gttCancelRule({"id": str(rule_id), "symboltoken": row["symboltoken"],
                                       "exchange": row["exchange"]}), f"GTT rule {rule_id} cancel")
         self._remember([_rule({**row, "status": GTT_CANCELLED})])

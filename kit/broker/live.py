@@ -240,7 +240,7 @@ class SmartApiBroker(PositionBook):
         """
         return self._submit(signal, tick, force=False)
 
-    def _submit(self, signal: Signal, tick, *, force: bool) -> LiveOrder:
+    def _submit(self, signal: Signal, tick, *, force: bool, product: str | None = None) -> LiveOrder:
         started = perf_counter_ns()
         inst = self.instruments.get(signal.token, signal.exchange_type) if self.instruments is not None else None
         book = self.book
@@ -251,7 +251,7 @@ class SmartApiBroker(PositionBook):
                               self._clock_ns(), tick.seq if tick is not None else signal.tick_seq, signal.tag,
                               "", trigger_price=signal.trigger_price, variety=signal.variety,
                               target=signal.target, stoploss=signal.stoploss, symbol=inst.symbol if inst else "",
-                              exchange=EXCHANGES.get(signal.exchange_type, ""), product=book.product)
+                              exchange=EXCHANGES.get(signal.exchange_type, ""), product=product or book.product)
             order.updated_ns = order.submit_ns
             problem = self._refusal(order, tick, force)
             timing = book.timing[order.order_id] = Timing(started)
@@ -331,6 +331,7 @@ class SmartApiBroker(PositionBook):
             in_flight = {(i.exchange_type, i.token) for by in self._instruments.values() for i in by.values()
                          if i.open_buy or i.open_sell}
         orders = []
+        by_product = self.reconciler.held_by_product
         for position in self._snapshots():
             if exchange_types is not None and position.exchange_type not in exchange_types:
                 continue
@@ -339,9 +340,14 @@ class SmartApiBroker(PositionBook):
                 log.error("flatten: %s (exchange type %d) left as it is: an order there is still active",
                           position.token, position.exchange_type)
             elif position.qty:
-                side = SELL if position.qty > 0 else BUY
-                signal = Signal(position.token, side, abs(position.qty), MARKET, None, position.exchange_type, reason)
-                orders.append(self._submit(signal, None, force=True))
+                # Each product's position is closed in its own product: a SELL INTRADAY does not close
+                # a DELIVERY long, it opens an INTRADAY short beside it.
+                parts = by_product.get((position.exchange_type, position.token)) or {self.book.product: position.qty}
+                for product, qty in parts.items():
+                    if qty:
+                        signal = Signal(position.token, SELL if qty > 0 else BUY, abs(qty), MARKET, None,
+                                        position.exchange_type, reason)
+                        orders.append(self._submit(signal, None, force=True, product=product))
         return orders
 
     def wait_settled(self, timeout: float = 10.0) -> bool:

@@ -174,6 +174,9 @@ class LiveBook:
                       "position_differences": 0, "bad_marks": 0, "queue_full": 0, "margin_checks": 0,
                       "margin_refused": 0}
         self.margin_check = False          # ask Angel One's margin API before each opening order
+        # fn(order-book row) -> a LiveOrder for an order one of this journal's GTT rules placed, or None
+        # (kit.broker.gtt_live); called under ``lock`` for rows of orders the kit does not know.
+        self.gtt_order_of = None
 
     def restore(self) -> dict:
         """Orders, fills and positions as the journal last recorded them; returns what came back."""
@@ -287,6 +290,12 @@ class LiveBook:
             parent = self.by_broker_id.get(str(data["parentorderid"]))
             if parent is not None:
                 order = self.bracket_leg(parent, data)
+        if order is None and self.gtt_order_of is not None:
+            order = self.gtt_order_of(data)
+            if order is not None:
+                self.orders[order.order_id] = order
+                self.by_broker_id[order.broker_order_id] = order
+                self.account_open(None, order)
         return order
 
     def bracket_leg(self, parent: LiveOrder, data: dict) -> LiveOrder:

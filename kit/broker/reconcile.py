@@ -48,6 +48,8 @@ class Reconciler:
         self._last_position_check = 0.0
         # What the position checks found different between the kit's book and the broker's.
         self._differences: deque[dict] = deque(maxlen=1000)
+        # (exchange type, token) -> {product: net qty} as the last check read them (flatten closes each).
+        self.held_by_product: dict[tuple[int, str], dict[str, int]] = {}
         self._last_book_call = 0.0
         self._book_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -177,13 +179,26 @@ class Reconciler:
         if not isinstance(response, dict) or not response.get("status"):
             message = response.get("message") if isinstance(response, dict) else repr(response)
             raise RuntimeError(f"positions refused by the broker: {message}")
+        with book.lock:
+            # The trader's product, and any other its orders used (a GTT rule's DELIVERY order).
+            products = {book.product} | {o.product for o in book.orders.values() if o.product}
         held: dict[tuple[int, str], tuple[int, float, float]] = {}
+        by_product: dict[tuple[int, str], dict[str, int]] = {}
         for row in response.get("data") or []:
-            if not isinstance(row, dict) or row.get("producttype") != book.product:
+            if not isinstance(row, dict) or row.get("producttype") not in products:
                 continue
             key = (EXCHANGE_TYPES.get(str(row.get("exchange")), 0), str(row.get("symboltoken")))
-            held[key] = (to_int(row.get("netqty")), to_float(row.get("avgnetprice") or row.get("netprice")),
-                         to_float(row.get("realised")))
+            qty, avg = to_int(row.get("netqty")), to_float(row.get("avgnetprice") or row.get("netprice"))
+            by_product.setdefault(key, {})[str(row["producttype"])] = qty
+            before, before_avg, realised = held.get(key, (0, 0.0, 0.0))
+            total = before + qty
+            # One instrument in two products: the kit's book holds their sum.
+            if total and (before == 0 or (before > 0) == (qty > 0)):
+                avg = (before_avg * abs(before) + avg * abs(qty)) / (abs(before) + abs(qty))
+            elif total:
+                avg = before_avg if abs(before) > abs(qty) else avg
+            held[key] = (total, avg if total else 0.0, realised + to_float(row.get("realised")))
+        self.held_by_product = by_product
         found, adopted = [], []
         with book.apply_lock:
             with book.lock:
