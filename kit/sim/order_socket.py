@@ -22,6 +22,7 @@ MAX_CONNECTIONS = 3    # order-update connections per client code
 # Order-update status codes (Angel One's "order-status").
 AB_CONNECTED, AB_OPEN, AB_CANCELLED, AB_REJECTED, AB_MODIFIED, AB_COMPLETE = (
     "AB00", "AB01", "AB02", "AB03", "AB04", "AB05")
+AB_TRIGGER_PENDING = "AB10"    # a stop-loss order waiting for its trigger price
 
 
 class OrderUpdateServer:

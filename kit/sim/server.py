@@ -12,6 +12,7 @@ thread), from a script, or with ``python -m kit sim``.
     sim = Simulator(rate=5).start()          # ws://127.0.0.1:<port>/smart-stream
     sim.credentials.headers()                # the four handshake headers it expects
     sim.publish(1000)                        # a burst: 1000 ticks per subscribed token
+    sim.trade_at(2, "43650", 101.5)          # the token's next tick trades at exactly this price
     sim.pause(); sim.resume()                # a silent feed, connections kept open
     sim.drop_connections()                   # an abrupt network failure
     sim.faults.drop(missed=50)               # ... while the market moves on: a sequence gap
@@ -84,6 +85,9 @@ class Simulator:
     connection (E1002 beyond) and ``max_connections`` per client code (HTTP 429
     beyond) are Angel One's 1,000 and 3. ``token_lifetime``: the tokens a login
     issues expire after that many seconds (``kit.sim.tokens``; None: never).
+    ``funds``: the simulated account's cash in rupees, what its margin checks
+    and ``getRMS`` count from; ``estimate_bias``: ``estimateCharges`` answers
+    the kit's charges model times ``1 + estimate_bias`` (``kit.sim.funds``).
 
         with Simulator(rate=0) as sim, connect(sim.url, additional_headers=sim.credentials.headers()) as ws:
             ws.send(json.dumps({"action": 1, "params": {"mode": 1,
@@ -95,7 +99,8 @@ class Simulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tokens: Mapping | None = None,
                  rate: float = 2.0, seed: int = 7, delay_ms: float = 0.0,
                  credentials: SimCredentials | None = None, max_subscriptions: int = 1000,
-                 max_connections: int = 3, token_lifetime: float | None = None, stamp_send_ns: bool = False):
+                 max_connections: int = 3, token_lifetime: float | None = None, stamp_send_ns: bool = False,
+                 funds: float = 10_000_000.0, estimate_bias: float = 0.0):
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError("the simulator listens on loopback only")
         if rate < 0 or delay_ms < 0:
@@ -111,7 +116,7 @@ class Simulator:
                                   token_lifetime=token_lifetime)
         register_candles(self.rest, seed=seed)   # getCandleData
         # Order routes on the REST side, the order-update socket, the instrument master.
-        self.orders = SimulatedExchange(self)
+        self.orders = SimulatedExchange(self, funds=funds, estimate_bias=estimate_bias)
         self.tokens = {int(ex): [str(t) for t in toks]
                        for ex, toks in (DEFAULT_TOKENS if tokens is None else tokens).items()}
         self._thread: threading.Thread | None = None
@@ -247,6 +252,13 @@ class Simulator:
         keys = None if tokens is None else token_keys(tokens)
         self._apply(self._skip, n, keys)
 
+    def trade_at(self, exchange_type: int, token: str, price: float) -> None:
+        """Generate the token's next tick at ``price`` rupees (on its tick grid), as if the market traded
+        there: it is sent to the token's subscribers like any tick, and the simulated exchange triggers,
+        fills and fires what that price reaches. The random walk goes on from it. For tests that need an
+        exact price path (``rate=0``, so nothing else moves the price)."""
+        self._apply(self._trade_at, (int(exchange_type), str(token)), float(price))
+
     def last_price(self, exchange_type: int, token: str) -> float:
         """The token's current price in rupees: what its latest tick carried (its opening price before any)."""
         key = (int(exchange_type), str(token))
@@ -369,6 +381,16 @@ class Simulator:
 
     def _skip(self, n: int, keys) -> None:
         self._counters["skipped"] += self._market.skip(n, self._instruments_of(keys), time.time_ns() // 1_000_000)
+
+    def _trade_at(self, key: tuple[int, str], price: float) -> None:
+        inst = self._market.instrument(key)
+        tick = inst.tick_size
+        step, inst.step = inst.step, 0        # the tick's move: none, from the price set here
+        inst.ltp = max(tick, round(price * price_divisor(key[0]) / tick) * tick)
+        try:
+            self._ticker.emit([inst])
+        finally:
+            inst.step = step
 
     def _drop_connections(self, missed: int, holding) -> None:
         held = self._connections.drop_all(holding)
