@@ -168,7 +168,10 @@ def test_unrealized_pnl_marks_with_the_last_tick(broker):
     assert (position.last_price, position.unrealized_pnl, position.total_pnl) == (103.5, 35.0, 35.0)
     trade(broker, SELL, 4, 104.0, token="1594")   # another instrument, short
     broker.on_tick(tick(105.0, token="1594"))
-    assert broker.pnl() == {"realized": 0.0, "unrealized": 31.0, "total": 31.0}
+    pnl = broker.pnl()
+    assert {k: pnl[k] for k in ("realized", "unrealized", "total")} == {"realized": 0.0, "unrealized": 31.0,
+                                                                        "total": 31.0}
+    assert pnl["charges"] > 0 and pnl["net"] == 31.0 - pnl["charges"]     # total is gross; net after charges
 
 
 def test_position_lookup_by_token_and_exchange(broker):

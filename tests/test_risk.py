@@ -79,8 +79,10 @@ def test_max_daily_loss_stops_new_exposure_but_not_exits():
     assert risk.check(Signal.buy(tick(100), 65), None, broker) is None
     broker.on_tick(tick(84, 5))                                              # -16 x 65 = -1,040
     assert broker.pnl()["total"] == pytest.approx(-1_040)
+    net = broker.pnl()["net"]                                                # the limit counts the charges too
+    assert net == pytest.approx(-1_040 - broker.pnl()["charges"]) and net < -1_040
     reason = risk.check(Signal.buy(tick(84), 65), None, broker)
-    assert reason.startswith("daily loss 1,040.00 has reached max_daily_loss 1,000.00")
+    assert reason.startswith(f"daily loss {-net:,.2f} has reached max_daily_loss 1,000.00")
     assert risk.check(Signal.sell(tick(84), 65), None, broker) is None      # closing the loser is allowed
     with pytest.raises(ValueError):
         RiskLimits(max_daily_loss=-5)

@@ -1,10 +1,11 @@
 """Positions and P&L, kept the same way by the paper and the live broker.
 
 ``InstrumentState`` is one instrument's mutable state: signed quantity,
-average price, realized P&L, the last plausible price (the P&L mark) and the
-unfilled units of its active orders. ``PositionBook`` is the part both brokers
-share: the position queries, P&L, exposure, the fill and position tables, and
-the order rules they both apply before accepting an order.
+average price, realized P&L, the charges its fills paid, the last plausible
+price (the P&L mark) and the unfilled units of its active orders.
+``PositionBook`` is the part both brokers share: the position queries, P&L
+(gross, charges and net), exposure, the fill and position tables, and the
+order rules they both apply before accepting an order.
 
 Marks: a tick that is not a finite positive price, is outside the circuit band
 of the last SNAP_QUOTE, or is more than ``MARK_JUMP``× away from the last good
@@ -35,7 +36,7 @@ MARK_LOW = 1.0 / MARK_JUMP
 class InstrumentState:
     """A broker's mutable state for one (exchange type, token)."""
     __slots__ = ("token", "exchange_type", "qty", "avg_price", "last_price",
-                 "realized_pnl", "has_filled", "pending", "open_buy", "open_sell", "band",
+                 "realized_pnl", "charges", "has_filled", "pending", "open_buy", "open_sell", "band",
                  "suspect", "suspect_count")
 
     def __init__(self, token: str, exchange_type: int):
@@ -45,6 +46,7 @@ class InstrumentState:
         self.avg_price = 0.0
         self.last_price = 0.0
         self.realized_pnl = 0.0
+        self.charges = 0.0          # what every fill here cost (brokerage, taxes, fees), rupees
         # Positions are reported only once something filled, not merely ordered.
         self.has_filled = False
         # The paper broker's orders waiting for a tick here (kept here so its tick path finds them in one hop).
@@ -57,8 +59,10 @@ class InstrumentState:
         self.suspect = 0.0          # a price far from the mark, waiting for confirmation
         self.suspect_count = 0
 
-    def apply_fill(self, side: str, qty: int, price: float) -> None:
-        """Move the position by one fill, realizing P&L on the closed part."""
+    def apply_fill(self, side: str, qty: int, price: float, charges: float = 0.0) -> None:
+        """Move the position by one fill, realizing P&L on the closed part; ``charges`` are the fill's."""
+        if charges:
+            self.charges += charges
         signed = qty if side == BUY else -qty
         if self.qty == 0 or (self.qty > 0) == (signed > 0):
             # Opening or adding: the average is weighted by quantity.
@@ -115,29 +119,36 @@ class InstrumentState:
             self.suspect, self.suspect_count = ltp, 1
         return False
 
-    def after_fill(self, side: str, qty: int, price: float) -> "InstrumentState":
+    def after_fill(self, side: str, qty: int, price: float, charges: float = 0.0) -> "InstrumentState":
         """A copy of this position moved by one fill; ``self`` is unchanged (journal it, then adopt it)."""
         moved = InstrumentState(self.token, self.exchange_type)
         moved.qty, moved.avg_price, moved.realized_pnl = self.qty, self.avg_price, self.realized_pnl
-        moved.apply_fill(side, qty, price)
+        moved.charges = self.charges
+        moved.apply_fill(side, qty, price, charges)
         return moved
 
     def adopt(self, moved: "InstrumentState") -> None:
-        """Take the position of ``moved`` (a copy ``after_fill`` made, once the journal has it)."""
+        """Take the position of ``moved`` (a copy ``after_fill`` made, once the journal has it).
+
+        Its charges too when fills moved it; a position set from someone else's figures (a
+        reconciliation's adoption, which applied no fill) keeps the charges already paid here.
+        """
         self.qty, self.avg_price, self.realized_pnl = moved.qty, moved.avg_price, moved.realized_pnl
+        if moved.has_filled:
+            self.charges = moved.charges
         self.has_filled = True
 
     def snapshot(self) -> Position:
         unrealized = (self.last_price - self.avg_price) * self.qty if self.qty else 0.0
         return Position(self.token, self.exchange_type, self.qty, self.avg_price,
                         self.last_price, self.realized_pnl, unrealized,
-                        self.realized_pnl + unrealized)
+                        self.realized_pnl + unrealized, self.charges)
 
 
 def position_record(inst: InstrumentState) -> dict:
-    """The journal's ``position`` row of an instrument."""
+    """The journal's ``position`` row of an instrument (``charges`` rides along; a restore sums the fills')."""
     return {"exchange_type": inst.exchange_type, "token": inst.token, "qty": inst.qty,
-            "avg_price": inst.avg_price, "realized_pnl": inst.realized_pnl}
+            "avg_price": inst.avg_price, "realized_pnl": inst.realized_pnl, "charges": inst.charges}
 
 
 def frame(rows: list[tuple], columns: list[str]) -> "pandas.DataFrame":
@@ -160,16 +171,23 @@ def restore_fills_and_positions(journal, fills: list[Fill],
                                 instrument: Callable[[str, int], InstrumentState]) -> int:
     """Append the journal's fills to ``fills`` and set each journaled position; returns how many positions.
 
-    ``instrument(token, exchange_type)`` gives the state to set (created on first use).
+    ``instrument(token, exchange_type)`` gives the state to set (created on first use). A position's
+    charges are the sum of its instrument's journaled fills' (each fill row carries its own).
     """
     fill_names = set(FILL_COLUMNS)
     fills.extend(Fill(**{k: v for k, v in f.items() if k in fill_names}) for f in journal.fills())
     last_fill = {(f.exchange_type, f.token): f.price for f in fills}
+    charged: dict[tuple[int, str], float] = {}
+    for f in fills:
+        if f.charges:
+            key = (f.exchange_type, f.token)
+            charged[key] = charged.get(key, 0.0) + f.charges
     positions = journal.positions()
     for p in positions:
         inst = instrument(p["token"], p["exchange_type"])
         inst.qty, inst.avg_price = p["qty"], p["avg_price"]
         inst.realized_pnl = p["realized_pnl"]
+        inst.charges = p.get("charges", charged.get((inst.exchange_type, inst.token), 0.0))
         # Marked at its last fill until a tick brings a price: 0.0 would show the whole position as lost.
         inst.last_price = last_fill.get((inst.exchange_type, inst.token), 0.0)
         inst.has_filled = True
@@ -269,19 +287,27 @@ class PositionBook:
         return {(p.exchange_type, p.token): p for p in self._snapshots()}
 
     def pnl(self) -> dict[str, float]:
-        """Realized, unrealized and total P&L over all positions, in rupees.
+        """Realized, unrealized and total (gross) P&L over all positions, the fills' charges and
+        the net (``total - charges``), in rupees.
 
         Risk reads it for every signal under a daily-loss limit, so it sums in
         place rather than building a snapshot per instrument.
         """
-        realized = unrealized = 0.0
         with self._lock:
-            for by_exchange in self._instruments.values():
-                for inst in by_exchange.values():
-                    realized += inst.realized_pnl
-                    if inst.qty:
-                        unrealized += (inst.last_price - inst.avg_price) * inst.qty
-        return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
+            return self._pnl_locked()
+
+    def _pnl_locked(self) -> dict[str, float]:
+        """``pnl()``; the caller holds the lock."""
+        realized = unrealized = charges = 0.0
+        for by_exchange in self._instruments.values():
+            for inst in by_exchange.values():
+                realized += inst.realized_pnl
+                charges += inst.charges
+                if inst.qty:
+                    unrealized += (inst.last_price - inst.avg_price) * inst.qty
+        total = realized + unrealized
+        return {"realized": realized, "unrealized": unrealized, "total": total, "charges": charges,
+                "net": total - charges}
 
     def fills_df(self) -> "pandas.DataFrame":
         """One row per fill, oldest first, columns ``FILL_COLUMNS``."""

@@ -17,7 +17,7 @@ Each costs O(1) whatever the number of open orders:
 4. ``max_qty_per_order`` (units) and ``max_lots_per_order`` (lots of the instrument)
 5. ``max_position_per_token``: |position + open orders + this order|, in units;
    an order that shrinks the exposure always passes
-6. ``max_daily_loss``: once realized + unrealized P&L is at or below minus this,
+6. ``max_daily_loss``: once realized + unrealized P&L net of charges is at or below minus this,
    the loss stop trips and stays tripped until ``resume()``: only orders that
    shrink a position pass, even if the marks recover
 7. ``max_orders_per_second`` / ``_per_minute`` / ``_per_hour``: accepted orders only
@@ -253,7 +253,8 @@ class RiskManager:
                         f"beyond max_position_per_token {lim.max_position_per_token}")
             if lim.max_daily_loss is not None and not reducing:
                 if not self.loss_stop:
-                    pnl = broker.pnl()["total"]
+                    figures = broker.pnl()
+                    pnl = figures.get("net", figures["total"])     # after charges, where the broker has them
                     if pnl <= -lim.max_daily_loss:
                         # Latched: a later mark that looks better does not lift it; resume() does.
                         self.loss_stop = (f"daily loss {-pnl:,.2f} has reached max_daily_loss "

@@ -82,7 +82,8 @@ class Position:
     """A snapshot of one instrument's position, P&L in rupees.
 
     ``qty`` is signed (+ long, - short); ``avg_price`` is the average entry
-    price of the open quantity (0.0 when flat).
+    price of the open quantity (0.0 when flat). ``total_pnl`` is gross;
+    ``charges`` are what the fills cost, so the net is ``total_pnl - charges``.
     """
     token: str
     exchange_type: int
@@ -92,6 +93,9 @@ class Position:
     realized_pnl: float
     unrealized_pnl: float
     total_pnl: float
+    # Charges of every fill in this instrument so far, rupees (0.0 where none are modelled);
+    # ``total_pnl`` is gross, before them.
+    charges: float = 0.0
 
 
 ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]

@@ -13,17 +13,20 @@ if TYPE_CHECKING:
 
 
 def make_broker(config: TraderConfig, risk: RiskManager, venue: "Venue | None") -> Broker:
-    """A ``PaperBroker`` (journaled only when ``config.journal.path`` is set), or for ``paper=False``
-    a ``SmartApiBroker`` journaled at that path or the default one for the venue's client code."""
+    """A ``PaperBroker`` (journaled only when ``config.journal.path`` is set; its product, capital,
+    charges and slippage from the config), or for ``paper=False`` a ``SmartApiBroker`` journaled at
+    that path or the default one for the venue's client code."""
     journal_config, collar = config.journal, risk.limits.price_collar
+    paper = {"price_collar": collar, "product": config.product, "capital": config.capital,
+             "charges": config.charges, "slippage": config.slippage}
     if config.paper and journal_config.path is None:
-        return PaperBroker(price_collar=collar)
+        return PaperBroker(**paper)
     from kit.store.journal import Journal
     path = journal_config.path or Journal.default_path(config.name, client_code=venue.client_code())
     journal = Journal(path, synchronous=journal_config.sync, owner=config.name)
     try:
         if config.paper:
-            return PaperBroker(journal=journal, price_collar=collar)
+            return PaperBroker(journal=journal, **paper)
         from kit.broker.live import SmartApiBroker
         return SmartApiBroker(journal, product=config.product, name=config.name, gate=risk.gate,
                               price_collar=collar)

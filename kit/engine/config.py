@@ -2,14 +2,16 @@
 
     kit.TraderConfig(feed="sim", mode="callback", sim=kit.SimConfig(rate=20))
     kit.TraderConfig(feed="replay", replay=kit.ReplayConfig("recordings/", speed=10.0))
+    kit.TraderConfig(feed="replay", replay=..., capital=500_000, slippage=FixedTicks(1))    # paper's account
     kit.TraderConfig(feed="smartapi", paper=False, tokens={2: ["43650"]},
                      connection=kit.ConnectionConfig(env_file="~/.smartapi.env"),
                      journal=kit.JournalConfig(sync="NORMAL"), risk=kit.RiskLimits(max_daily_loss=5_000))
 
 The top level holds what a run chooses every time: the feed, the instruments
 and how they are subscribed, the dispatch mode (``trader.mode`` switches it
-later), paper or live and the order product, the trader's name, a recording
-directory, and two memory settings. Each part holds the settings of one
+later), paper or live and the order product, paper's account (capital,
+charges, slippage), the trader's name, a recording directory, and two memory
+settings. Each part holds the settings of one
 component, with defaults that work offline, and checks them in its own
 ``__post_init__``:
 
@@ -35,7 +37,9 @@ import functools
 import os
 from dataclasses import MISSING, dataclass, field, fields
 
+from kit.broker.charges import Charges
 from kit.broker.risk import RiskLimits
+from kit.broker.slippage import NoSlippage, SlippageModel
 from kit.core.tick import LTP, MODE_NAMES
 from kit.engine.errors import ErrorBudget
 from kit.engine.square_off import SquareOff
@@ -231,7 +235,15 @@ class TraderConfig:
     ``signals_kept``: the last signals kept in ``trader.signals`` (a ring; the
     full history is in the journal or the recording). ``freeze_heap``: leave the
     objects that existed at ``start()`` out of the cyclic GC while trading
-    (``kit.engine.heap``). ``product``: the live orders' product type.
+    (``kit.engine.heap``). ``product``: the orders' product type (live; on
+    paper it picks the charges' segment and the margin rate).
+
+    Paper trading's account (``kit.broker.paper.PaperBroker``; a live trader
+    ignores them): ``capital`` rupees of a margin account that refuses an
+    order it cannot carry (None: no account), ``charges`` on every fill
+    (``kit.Charges()``, Angel One's published rates; None: none) and the
+    ``slippage`` model of market fills (``kit.broker.slippage``; the default,
+    ``NoSlippage()``, fills at the next tick's price).
     """
     feed: str = "sim"
     tokens: dict | list | None = None
@@ -239,6 +251,9 @@ class TraderConfig:
     mode: str = QUEUE
     paper: bool = True
     product: str = "INTRADAY"
+    capital: float | None = None
+    charges: Charges | None = field(default_factory=Charges, compare=False)
+    slippage: SlippageModel = field(default_factory=NoSlippage)
     name: str = "default"
     record: str | None = None
     signals_kept: int = 10_000
@@ -270,6 +285,14 @@ class TraderConfig:
             raise ValueError('a replay trades on paper: live orders (paper=False) need feed="sim" or "smartapi"')
         if not (isinstance(self.signals_kept, int) and self.signals_kept > 0):
             raise ValueError(f"signals_kept must be a positive int, not {self.signals_kept!r}")
+        if self.capital is not None and not (_number(self.capital) and self.capital > 0):
+            raise ValueError(f"capital is the paper account's rupees, > 0 (None: no margin account), "
+                             f"not {self.capital!r}")
+        if self.charges is not None and not isinstance(self.charges, Charges):
+            raise TypeError(f"charges takes a kit.Charges (or None: no charges), not {type(self.charges).__name__}")
+        if not isinstance(self.slippage, SlippageModel):
+            raise TypeError(f"slippage takes a kit.broker.slippage model (NoSlippage(), FixedTicks(1), "
+                            f"SpreadFraction(0.5), LatencyTicks(2)), not {type(self.slippage).__name__}")
         if self.error_budget is not None and not isinstance(self.error_budget, ErrorBudget):
             raise TypeError(f"error_budget takes a kit.ErrorBudget or None, not {type(self.error_budget).__name__}: "
                             "TraderConfig(error_budget=ErrorBudget(max_errors=20, window_s=10))")

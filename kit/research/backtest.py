@@ -5,6 +5,7 @@
     result = kit.research.backtest(kit.examples.SmaCross(), ticks)     # mode="callback", as fast as possible
     result.fills, result.positions, result.equity                     # DataFrames
     result.summary()                                                   # P&L, trades, drawdown, speed
+    result.pnl_after_charges()                                         # gross, charges, net
     result.plot()                                                      # plotly: price with trades, equity
 
 A backtest *is* a replay: ``LiveTrader(TraderConfig(feed="replay", ...))``
@@ -14,18 +15,24 @@ additions are two listeners (fills and signals) that note which tick each
 event happened on; the equity curve is then computed after the run from
 the ticks and the positions after each fill, so it costs nothing per tick.
 
+Charges are the paper broker's: every fill carries its own (``fills["charges"]``),
+and ``pnl`` has gross (``total``), ``charges`` and ``net``. ``backtest(...,
+charges=Charges(...) | None, product=..., slippage=..., capital=...)`` sets
+the broker up (they are ``TraderConfig`` settings).
+
 Entry points a script needs: ``TraderConfig(feed="replay",
 replay=ReplayConfig(PATH_OR_DF, speed=None | x))`` and ``read_recording(path)``.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from kit.broker.charges import Charges
+from kit.broker.charges import COMPONENTS, Charges
 from kit.core.market import IST_ZONE
 from kit.feed.dispatch import CALLBACK
 from kit.engine.config import MetricsConfig, ReplayConfig, TraderConfig
@@ -45,7 +52,8 @@ def backtest(strategy, ticks, *, mode: str = CALLBACK, speed: float | None = Non
     each). ``speed``: None for as fast as possible, x for x times the recorded
     pace. ``latency_metrics`` is off by default: latencies of an
     as-fast-as-possible replay mean little, and measuring costs ~0.6 µs a tick.
-    Other keyword arguments go to ``TraderConfig`` (e.g. ``risk=``, ``dispatch=DispatchConfig(queue_size=...)``).
+    Other keyword arguments go to ``TraderConfig`` (e.g. ``risk=``, ``dispatch=DispatchConfig(queue_size=...)``,
+    and the paper broker's ``charges=``, ``product=``, ``slippage=``, ``capital=``).
 
         result = backtest(MyStrategy(), "data/ticks", mode="queue")
     """
@@ -129,10 +137,14 @@ class Backtest:
                  "mode": trader.config.mode, "speed": replay.speed if replay else None, "signals": len(signals),
                  "rejected_signals": trader.rejected_signals, "strategy_errors": trader.strategy_errors,
                  "dropped": trader.dispatcher.dropped, "skipped_rows": feed.stats.malformed if feed else 0}
+        broker = trader.broker
         return BacktestResult(ticks=ticks, signals=signals, orders=orders, fills=fills,
-                              positions=trader.broker.positions_df(), equity=equity_curve(ticks, self.fill_states),
-                              pnl=trader.broker.pnl(), stats=stats,
-                              latency=trader.metrics.summary() if trader.config.metrics.latency else None)
+                              positions=broker.positions_df(), equity=equity_curve(ticks, self.fill_states),
+                              pnl=broker.pnl(), stats=stats,
+                              latency=trader.metrics.summary() if trader.config.metrics.latency else None,
+                              charges_model=getattr(broker, "charges", None),
+                              product=getattr(broker, "product", trader.config.product),
+                              instruments=broker.instruments)
 
 
 @dataclass
@@ -143,9 +155,11 @@ class BacktestResult:
     ``signals`` / ``orders`` / ``fills``: as the engine and paper broker
     report them, plus ``time`` and ``tick_index`` (the row of ``ticks`` they
     happened on). ``positions``: the final positions. ``equity``: realized,
-    unrealized and total P&L after every tick, indexed by time. ``pnl``: the
+    unrealized, total (gross) P&L, charges and net after every tick, indexed by time. ``pnl``: the
     broker's final figures. ``stats``: ticks, elapsed seconds, ticks/s, ...
     ``latency``: the metrics summary when ``latency_metrics`` was on.
+    ``charges_model``, ``product``, ``instruments``: what the broker charged
+    the fills by (its ``Charges``, None if it charged none), for the breakdown.
     """
     ticks: pd.DataFrame
     signals: pd.DataFrame
@@ -156,35 +170,63 @@ class BacktestResult:
     pnl: dict
     stats: dict = field(default_factory=dict)
     latency: pd.DataFrame | None = None
+    charges_model: Charges | None = field(default=None, repr=False)
+    product: str = "INTRADAY"
+    instruments: object = field(default=None, repr=False)
 
     def summary(self) -> pd.Series:
-        """Headline figures: P&L, trades, worst drawdown, ticks and speed."""
+        """Headline figures: P&L (gross, charges, net), trades, worst drawdown (gross), ticks and speed."""
         total = self.equity["total"] if len(self.equity) else pd.Series([0.0])
         drawdown = (total - total.cummax()).min()
         return pd.Series({
-            "total_pnl": self.pnl["total"], "realized_pnl": self.pnl["realized"],
+            "total_pnl": self.pnl["total"], "charges": self.pnl.get("charges", 0.0),
+            "net_pnl": self.pnl.get("net", self.pnl["total"]), "realized_pnl": self.pnl["realized"],
             "unrealized_pnl": self.pnl["unrealized"], "max_drawdown": float(drawdown),
             "signals": len(self.signals), "fills": len(self.fills), "ticks": self.stats.get("ticks", 0),
             "ticks_per_s": self.stats.get("ticks_per_s", float("nan")),
         })
 
+    def _breakdown_model(self) -> Charges:
+        """The broker's charges model, reading instrument types from its master as the broker did."""
+        model = self.charges_model or Charges()
+        if self.instruments is not None and model.instruments is None:
+            model = copy.copy(model)
+            model.instruments = self.instruments
+        return model
+
     @property
     def charges(self) -> pd.DataFrame:
-        """``fills`` with the charges of each (``kit.broker.charges.Charges()``: Angel One's
-        published rates, product INTRADAY, an NFO token of unknown type charged as an option).
+        """``fills`` with the charges of each broken down by component (brokerage, STT, ...), by the
+        model the broker charged them with (its ``Charges``: by default Angel One's published rates,
+        an NFO token of unknown type charged as an option; ``Charges()`` if the broker charged none).
         For other rates, product or instruments: ``Charges(...).for_fills(result.fills, ...)``."""
-        return Charges().for_fills(self.fills)
+        return self._breakdown_model().for_fills(self.fills, self.product)
 
-    def pnl_after_charges(self, charges: Charges | None = None, product: str = "INTRADAY", *,
+    def pnl_after_charges(self, charges: Charges | None = None, product: str | None = None, *,
                           instrument: str | None = None) -> dict:
-        """``{"gross", "charges", "net", ...components}``: ``pnl["total"]`` less the charges of
-        every fill (``Charges()`` unless given). ``pnl`` itself is left as the broker reports it."""
-        return (charges or Charges()).summary(self.fills, self.pnl["total"], product, instrument=instrument)
+        """``{"gross", "charges", "net", ...components}`` in rupees.
+
+        Without arguments: the broker's own figures, ``pnl["total"]``, the sum
+        of the fills' charges and ``pnl["net"]``, with the components of the
+        same charges. With ``charges``, ``product`` or ``instrument``: what the
+        same fills would have cost by that model, product or instrument type
+        (``Charges().summary``), against the same gross. ``pnl`` itself is
+        left as the broker reports it.
+        """
+        if charges is None and product is None and instrument is None:
+            gross = float(self.pnl["total"])
+            if self.charges_model is None:
+                return {"gross": gross, "charges": 0.0, "net": gross, **{name: 0.0 for name in COMPONENTS}}
+            summary = self._breakdown_model().summary(self.fills, gross, self.product)
+            paid = float(self.pnl.get("charges", summary["charges"]))
+            return {**summary, "charges": paid, "net": float(self.pnl.get("net", gross - paid))}
+        return (charges or Charges()).summary(self.fills, self.pnl["total"], product or self.product,
+                                              instrument=instrument)
 
     @property
     def net_pnl(self) -> float:
-        """``pnl["total"]`` less the default charges of every fill (see ``pnl_after_charges``)."""
-        return self.pnl_after_charges()["net"]
+        """``pnl["total"]`` less the charges of every fill: the broker's ``pnl["net"]``."""
+        return float(self.pnl["net"]) if "net" in self.pnl else self.pnl_after_charges()["net"]
 
     def plot(self, token: str | None = None, exchange_type: int | None = None, **kwargs):
         """A plotly figure: the price of one instrument with its fills, and the equity curve."""
@@ -204,16 +246,19 @@ def tick_times(ticks: pd.DataFrame) -> pd.Series:
 
 
 def equity_curve(ticks: pd.DataFrame, fill_states: list[tuple[int, object]]) -> pd.DataFrame:
-    """Realized, unrealized and total P&L after each tick, from the positions after each fill.
+    """Realized, unrealized and total (gross) P&L after each tick, the charges paid so far and the net,
+    from the positions after each fill.
 
     ``fill_states``: ``(tick index, Position after the fill)`` in fill order.
-    Between fills an instrument's position is constant; its unrealized P&L
-    moves with its own ticks' ltp (the broker's mark), so the last row equals
-    ``broker.pnl()``. Vectorised: O(ticks × traded instruments), after the run.
+    Between fills an instrument's position (and its charges) is constant; its
+    unrealized P&L moves with its own ticks' ltp (the broker's mark), so the
+    last row equals ``broker.pnl()``. Vectorised: O(ticks × traded
+    instruments), after the run.
     """
     n = len(ticks)
     realized = np.zeros(n)
     unrealized = np.zeros(n)
+    charges = np.zeros(n)
     rows = np.arange(n)
     by_instrument: dict[tuple[int, str], list] = {}
     for index, position in fill_states:
@@ -229,12 +274,15 @@ def equity_curve(ticks: pd.DataFrame, fill_states: list[tuple[int, object]]) -> 
             qty = np.array([p.qty for _, p in states], dtype=float)
             avg = np.array([p.avg_price for _, p in states])
             real = np.array([p.realized_pnl for _, p in states])
+            paid = np.array([getattr(p, "charges", 0.0) for _, p in states])
             last = np.searchsorted(at, rows, side="right") - 1     # the latest fill at or before each row
             held = last >= 0
             q = np.where(held, qty[np.maximum(last, 0)], 0.0)
             a = np.where(held, avg[np.maximum(last, 0)], 0.0)
             realized += np.where(held, real[np.maximum(last, 0)], 0.0)
+            charges += np.where(held, paid[np.maximum(last, 0)], 0.0)
             unrealized += np.where(q != 0, q * (np.nan_to_num(mark) - a), 0.0)
     times = ticks["time"] if "time" in ticks else tick_times(ticks)
-    return pd.DataFrame({"tick_index": rows, "realized": realized, "unrealized": unrealized,
-                         "total": realized + unrealized}, index=pd.DatetimeIndex(times, name="time"))
+    total = realized + unrealized
+    return pd.DataFrame({"tick_index": rows, "realized": realized, "unrealized": unrealized, "total": total,
+                         "charges": charges, "net": total - charges}, index=pd.DatetimeIndex(times, name="time"))
