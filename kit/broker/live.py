@@ -39,6 +39,8 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
 from kit.broker.book import PositionBook, frame
+from kit.broker.charges import Charges
+from kit.broker.charges_live import estimate_table
 from kit.broker.gate import TradingGate
 from kit.broker.gtt_live import LiveGtt
 from kit.broker.order_state import LIVE_ORDER_COLUMNS, LiveBook, LiveOrder, live_order_row
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_ORDERS = 100          # orders waiting for the sender; beyond it a signal is refused
+DEFAULT_CHARGES = Charges()      # the model live fills are charged by unless told otherwise
 
 
 class _OnPart:
@@ -103,7 +106,8 @@ class SmartApiBroker(PositionBook):
                  pacer: RateLimiter | None = None, name: str = "default",
                  clock_ns: Callable[[], int] = time.time_ns, gate: TradingGate | None = None,
                  price_collar: float | None = DEFAULT_PRICE_COLLAR, max_queued: int = MAX_QUEUED_ORDERS,
-                 position_check_interval: float = 15.0, margin_check: bool = False):
+                 position_check_interval: float = 15.0, margin_check: bool = False,
+                 charges: "Charges | None" = DEFAULT_CHARGES):
         self.journal = journal
         # Stop, disarm, the kill switch and a failing journal all close this one gate; the sender
         # passes through it immediately before every place or modify request.
@@ -130,6 +134,8 @@ class SmartApiBroker(PositionBook):
         self._count = 0
         self._closed = False
         book.margin_check = margin_check
+        book.charges = charges
+        book.describe = self._instrument_type
         self.restored = book.restore()
         self.gate.add_close_listener(self._gate_closed)
         self.gtt = LiveGtt(book, self._instrument_of)
@@ -215,6 +221,22 @@ class SmartApiBroker(PositionBook):
     def _instrument_of(self, token: str, exchange_type: int):
         """The master's instrument (None without a master or for an unknown one)."""
         return self.instruments.get(token, exchange_type) if self.instruments is not None else None
+
+    def _instrument_type(self, token: str, exchange_type: int) -> str | None:
+        inst = self._instrument_of(token, exchange_type)
+        return inst.instrument_type if inst is not None else None
+
+    def charges_df(self) -> "pandas.DataFrame":
+        """Per filled order: the model's charges (what the P&L is net of), Angel One's ``estimateCharges``
+        figure, and the difference (``kit.broker.charges_live``). Asks the broker: not for a hot loop."""
+        with self._lock:
+            filled = [dataclasses.replace(o) for o in self.book.orders.values() if o.filled_qty]
+            model: dict[str, float] = {}
+            for fill in self.book.fills:
+                model[fill.order_id] = model.get(fill.order_id, 0.0) + fill.charges
+        if self.book.client is None:
+            raise RuntimeError("the live broker is not connected: Angel One's estimate needs a session")
+        return estimate_table(self.book.client, filled, model)
 
     # ================================================================== the tick path
     def on_tick(self, tick: "Tick") -> tuple:

@@ -35,6 +35,7 @@ from kit.core.orders import (ACTIVE, CANCELLED, COMPLETE, OPEN, PENDING, REJECTE
 from kit.core.strategy import LIMIT, ROBO, STOP_TYPES, STOPLOSS_LIMIT
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kit.broker.charges import Charges
     from kit.store.journal import Journal
 
 log = logging.getLogger("kit.broker.live")     # one logger for the live broker, whichever part speaks
@@ -177,6 +178,9 @@ class LiveBook:
         # fn(order-book row) -> a LiveOrder for an order one of this journal's GTT rules placed, or None
         # (kit.broker.gtt_live); called under ``lock`` for rows of orders the kit does not know.
         self.gtt_order_of = None
+        self.charges: "Charges | None" = None        # the model every fill is charged by
+        # fn(token, exchange type) -> the instrument type ("OPTIDX", ...) the charges' segment needs, or None.
+        self.describe: Callable[[str, int], str | None] = lambda token, exchange_type: None
 
     def restore(self) -> dict:
         """Orders, fills and positions as the journal last recorded them; returns what came back."""
@@ -266,6 +270,19 @@ class LiveBook:
         if after != before:
             self.instrument(new.token, new.exchange_type).add_open(new.side, after - before)
 
+    def charge(self, order: LiveOrder, qty: int, price: float) -> float:
+        """The model's charges on a fill of ``qty`` at ``price`` (its share of the order's brokerage)."""
+        if self.charges is None:
+            return 0.0
+        try:
+            return self.charges.for_fill(order.exchange_type, order.token, order.side, qty, price, order.product,
+                                         instrument=self.describe(order.token, order.exchange_type),
+                                         order_value=order.qty * price).total
+        except Exception:
+            # A fill is a fact: a rate the model lacks must not lose it (logged, charged 0).
+            log.exception("live order %s: the charges model could not price a fill", order.order_id)
+            return 0.0
+
     def any_active(self) -> bool:
         with self.lock:
             return any(o.status in ACTIVE for o in self.orders.values())
@@ -340,11 +357,11 @@ class LiveBook:
                     return False
                 if new.filled_qty > order.filled_qty:
                     qty = new.filled_qty - order.filled_qty
-                    price = (new.avg_price * new.filled_qty - order.avg_price * order.filled_qty) / qty
+                    price = round((new.avg_price * new.filled_qty - order.avg_price * order.filled_qty) / qty, 6)
                     fill = Fill(order.order_id, order.token, order.exchange_type, order.side, qty,
-                                round(price, 6), self.clock_ns(), order.tick_seq)
+                                price, self.clock_ns(), order.tick_seq, self.charge(new, qty, price))
                     current = self.instrument(order.token, order.exchange_type)
-                    moved = current.after_fill(order.side, qty, fill.price)
+                    moved = current.after_fill(order.side, qty, fill.price, fill.charges)
                 if order.order_id in self.unknown_since:
                     self.unknown_since.pop(order.order_id, None)
                     self.send_state[order.order_id] = "sent"
