@@ -18,7 +18,7 @@ A trader's config is composed of its parts' configs:
                      journal=kit.JournalConfig("paper.sqlite", sync="NORMAL"))
 """
 from kit.angel.candles import history
-from kit.broker.charges import Charges
+from kit.core.charges import Charges
 from kit.broker.risk import RiskLimits
 from kit.core.calendar import Calendar
 from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy

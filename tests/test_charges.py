@@ -8,7 +8,7 @@ import pytest
 
 import kit
 from kit.bench.replay import synthetic_ticks
-from kit.broker.charges import RATES, VERSION, ChargeRates, Charges, segment_of
+from kit.core.charges import RATES, VERSION, ChargeRates, Charges, segment_of
 from kit.research.backtest import backtest
 from kit.research.examples import SmaCross
 from kit.store.recording import table_to_frame

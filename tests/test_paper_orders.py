@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from kit.angel.instruments import InstrumentMaster
-from kit.broker.charges import Charges
+from kit.core.charges import Charges
 from kit.broker.gtt import GTT_CANCELLED, GTT_COLUMNS, GTT_FIRED, GTT_NEW
-from kit.broker.margin import MarginAccount, margin_required
+from kit.core.margin import MarginAccount, margin_required
 from kit.broker.paper import CANCELLED, COMPLETE, NO_FILLS, OPEN, POSITION_COLUMNS, REJECTED, PaperBroker
 from kit.broker.risk import RiskLimits, RiskManager
 from kit.broker.slippage import FixedTicks, LatencyTicks, NoSlippage, SpreadFraction

@@ -14,8 +14,8 @@ from websockets.sync.client import connect
 
 from conftest import wait_until
 from kit.angel.session import Credentials, login
-from kit.broker.charges import Charges
-from kit.broker.margin import margin_required
+from kit.core.charges import Charges
+from kit.core.margin import margin_required
 from kit.core.orders import bracket_legs
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,6 +1,6 @@
 """Charges on live fills: the kit's model next to Angel One's own estimate, with the difference in view.
 
-The live broker charges every fill by the model (``kit.broker.charges``), so
+The live broker charges every fill by the model (``kit.core.charges``), so
 its P&L is net of charges at once, as paper's is. Angel One's
 ``estimateCharges`` API answers for whole orders; ``estimate_table`` asks it
 for the day's filled orders and puts its figure beside the model's:
@@ -8,7 +8,7 @@ for the day's filled orders and puts its figure beside the model's:
     broker.charges_df()          # order_id, symbol, side, qty, avg_price, model, broker, difference
 
 A difference means the model's rates are stale for your plan, or the broker
-charges something the model leaves out (``kit.broker.charges`` lists what it
+charges something the model leaves out (``kit.core.charges`` lists what it
 does not model); override the rates (``Charges(table=...)``) to close it.
 """
 from __future__ import annotations

@@ -39,7 +39,7 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable
 
 from kit.broker.book import PositionBook, frame
-from kit.broker.charges import Charges
+from kit.core.charges import Charges
 from kit.broker.charges_live import estimate_table
 from kit.broker.gate import TradingGate
 from kit.broker.gtt_live import LiveGtt

@@ -35,7 +35,7 @@ from kit.core.orders import (ACTIVE, CANCELLED, COMPLETE, OPEN, PENDING, REJECTE
 from kit.core.strategy import LIMIT, ROBO, STOP_TYPES, STOPLOSS_LIMIT
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kit.broker.charges import Charges
+    from kit.core.charges import Charges
     from kit.store.journal import Journal
 
 log = logging.getLogger("kit.broker.live")     # one logger for the live broker, whichever part speaks

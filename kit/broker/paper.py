@@ -39,14 +39,14 @@ Fill prices (the simulated exchange's rules, ``kit.core.orders``, shared with it
 * GTT rules (``broker.gtt``, ``kit.broker.gtt_paper``) fire a LIMIT order when a
   tick crosses their trigger; it is judged from the next tick on.
 
-Every fill carries its ``charges`` (``kit.broker.charges.Charges().for_fill``
+Every fill carries its ``charges`` (``kit.core.charges.Charges().for_fill``
 for the broker's ``product``, the segment from the instrument master when there
 is one; ``PaperBroker(charges=None)`` turns them off); positions add them up and
 ``pnl()`` reports ``total`` (gross) and ``net = total - charges``.
 ``PaperBroker(slippage=...)`` prices market fills worse or later
 (``kit.broker.slippage``: ``FixedTicks``, ``SpreadFraction``, ``LatencyTicks``);
 the default fills at the printed price of the next tick. ``PaperBroker(capital=...)``
-keeps a margin account (``kit.broker.margin``) that REJECTS an order whose
+keeps a margin account (``kit.core.margin``) that REJECTS an order whose
 opening part needs more margin than is available (``account()``).
 
 Positions carry a signed quantity (+ long, - short) and the average price of
@@ -90,10 +90,10 @@ from typing import TYPE_CHECKING, Callable
 
 from kit.broker.book import (MARK_JUMP, MARK_LOW, InstrumentState, PositionBook, frame, position_record,
                              restore_fills_and_positions)
-from kit.broker.charges import Charges
+from kit.core.charges import Charges
 from kit.broker.gtt import GTT_FIRED, GTT_NEW
 from kit.broker.gtt_paper import PaperGtt, rule_payload
-from kit.broker.margin import MarginAccount, margin_required, opening_qty
+from kit.core.margin import MarginAccount, margin_required, opening_qty
 from kit.broker.rules import DEFAULT_PRICE_COLLAR
 from kit.broker.slippage import NoSlippage, SlippageModel
 from kit.core.listeners import Listeners

@@ -26,7 +26,7 @@ from kit.angel.sdk import is_rate_limit_error
 from kit.broker.order_state import LiveBook, LiveOrder, order_record
 from kit.core.orders import ACTIVE, CANCELLED, OPEN, PENDING, REJECTED
 from kit.core.ratelimit import RateLimiter
-from kit.broker.margin import opening_qty
+from kit.core.margin import opening_qty
 from kit.core.strategy import BUY, LIMIT, NORMAL, ROBO, STOP_TYPES, STOPLOSS_LIMIT
 
 log = logging.getLogger("kit.broker.live")     # one logger for the live broker, whichever part speaks

@@ -73,7 +73,7 @@ class Fill:
     price: float
     fill_ns: int
     tick_seq: int
-    # Brokerage, taxes and fees on this fill, rupees (kit.broker.charges; 0.0 where none are modelled).
+    # Brokerage, taxes and fees on this fill, rupees (kit.core.charges; 0.0 where none are modelled).
     charges: float = 0.0
 
 

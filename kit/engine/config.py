@@ -37,7 +37,7 @@ import functools
 import os
 from dataclasses import MISSING, dataclass, field, fields
 
-from kit.broker.charges import Charges
+from kit.core.charges import Charges
 from kit.broker.risk import RiskLimits
 from kit.broker.slippage import NoSlippage, SlippageModel
 from kit.core.tick import LTP, MODE_NAMES

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from kit.broker.charges import COMPONENTS, Charges
+from kit.core.charges import COMPONENTS, Charges
 from kit.core.market import IST_ZONE
 from kit.feed.dispatch import CALLBACK
 from kit.engine.config import MetricsConfig, ReplayConfig, TraderConfig

@@ -3,7 +3,7 @@ must pass, and the margin, RMS-limit and charges-estimate routes.
 
 ``SimulatedExchange`` builds one ``SimFunds`` as ``sim.orders.rms`` (``sim.orders.funds`` and
 ``sim.orders.estimate_bias`` read and set its two settings). The
-margin model is the kit's own (``kit.broker.margin``: ``margin_required``,
+margin model is the kit's own (``kit.core.margin``: ``margin_required``,
 ``opening_qty``, ``MarginAccount``), the one the paper broker uses, so paper and
 the simulated exchange refuse the same orders:
 
@@ -19,15 +19,15 @@ the simulated exchange refuse the same orders:
 ``getMarginApi`` answers with ``margin_required`` per position (the
 instrument's type and strike from the simulator's master; price 0 or missing:
 the current price), ``getRMS`` with Angel One's fields (strings), and
-``estimateCharges`` with ``kit.broker.charges.Charges().for_fill`` per order in
+``estimateCharges`` with ``kit.core.charges.Charges().for_fill`` per order in
 Angel One's shape, every amount times ``1 + estimate_bias``. These are the
 kit's models: the real API answers with Angel One's own numbers (SPAN, its
 contract-note rounding), which differ.
 """
 from __future__ import annotations
 
-from kit.broker.charges import ChargeBreakdown, Charges
-from kit.broker.margin import MarginAccount, margin_required, opening_qty
+from kit.core.charges import ChargeBreakdown, Charges
+from kit.core.margin import MarginAccount, margin_required, opening_qty
 from kit.core.market import BSE_CM, EXCHANGE_TYPES, NSE_CM
 from kit.sim.orderbook import PRODUCTS
 from kit.sim.rest import RestRequest, reply

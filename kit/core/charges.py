@@ -1,6 +1,6 @@
 """Charges on a fill: brokerage, STT, exchange transaction, IPFT, SEBI fee, stamp duty and GST.
 
-    from kit.broker.charges import Charges
+    from kit.core.charges import Charges
     c = Charges()
     c.for_fill(2, "NFO_OPT", "SELL", 65, 120.50)          # a ChargeBreakdown; .total in rupees
     c.for_fill(1, "2885", "BUY", 10, 2900.0, "INTRADAY")  # NSE cash: the product picks intraday/delivery
