@@ -21,7 +21,8 @@ from kit.angel.candles import history
 from kit.core.charges import Charges
 from kit.broker.risk import RiskLimits
 from kit.core.calendar import Calendar
-from kit.core.strategy import BUY, LIMIT, MARKET, SELL, Signal, Strategy
+from kit.broker.slippage import FixedTicks, LatencyTicks, NoSlippage, SpreadFraction
+from kit.core.strategy import BUY, LIMIT, MARKET, SELL, STOPLOSS_LIMIT, STOPLOSS_MARKET, Signal, Strategy
 from kit.core.tick import LTP, QUOTE, SNAP_QUOTE, Quote, Tick
 from kit.engine.config import (ConnectionConfig, DispatchConfig, JournalConfig, MetricsConfig, ReplayConfig,
                                SimConfig, TraderConfig)
@@ -41,6 +42,7 @@ __all__ = [
     "AngelVenue",
     "Strategy", "Signal", "Tick", "Quote", "Gap",
     "QUEUE", "CALLBACK", "POLL", "LTP", "QUOTE", "SNAP_QUOTE", "BUY", "SELL", "MARKET", "LIMIT",
+    "STOPLOSS_LIMIT", "STOPLOSS_MARKET", "NoSlippage", "FixedTicks", "SpreadFraction", "LatencyTicks",
     "Simulator", "examples", "dashboard", "history", "backtest", "read_recording", "export_strategy",
     "sweep", "walk_forward", "SweepResult", "Charges",
     "__version__",

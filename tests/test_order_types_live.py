@@ -24,17 +24,15 @@ CASH = "2885"          # RELIANCE-EQ, NSE
 LIMITS = RiskLimits(max_daily_loss=1_000_000, enforce_hours="never", price_collar=None)
 
 
-def live_trader(sim, journal, *, tokens=None, **broker_options) -> kit.LiveTrader:
+def live_trader(sim, journal, *, tokens=None, **config) -> kit.LiveTrader:
     trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens=tokens or {EX: [TOKEN]}, risk=LIMITS,
                                              journal=kit.JournalConfig(str(journal)),
-                                             name=f"types-{time.monotonic_ns()}"),
+                                             name=f"types-{time.monotonic_ns()}", **config),
                             venue=kit.SimVenue(simulator=sim))
     trader.start()
     assert trader.wait_connected(10) and trader.broker.wait_ready(10)
     sim.wait_for_subscribers(1)
     trader.arm_live(confirm=sim.rest.credentials.client_code)
-    for option, value in broker_options.items():
-        setattr(trader.broker, option, value)
     return trader
 
 

@@ -66,7 +66,9 @@ def test_a_module_strategy_sweeps_to_the_same_frame_serially_with_joblib_and_on_
     row = per_day[(per_day["fast"] == 5) & (per_day["slow"] == 20) & (per_day["day"] == days[1])].iloc[0]
     alone = backtest(SmaCross(5, 20), read_recording(root, days=days[1]), progress=False)
     summary = alone.summary()
-    assert row["pnl"] == pytest.approx(summary["total_pnl"]) and row["trades"] == summary["fills"]
+    assert row["pnl"] == pytest.approx(summary["net_pnl"]) and row["trades"] == summary["fills"]
+    assert row["gross"] == pytest.approx(summary["total_pnl"]) and row["charges"] == pytest.approx(summary["charges"])
+    assert row["charges"] > 0 and row["pnl"] == pytest.approx(row["gross"] - row["charges"])
     assert row["max_drawdown"] == pytest.approx(summary["max_drawdown"])
     assert frame.loc[3, "pnl"] == pytest.approx(per_day[(per_day["fast"] == 5) & (per_day["slow"] == 20)]["pnl"].sum())
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def make_broker(config: TraderConfig, risk: RiskManager, venue: "Venue | None") -> Broker:
     """A ``PaperBroker`` (journaled only when ``config.journal.path`` is set; its product, capital,
     charges and slippage from the config), or for ``paper=False`` a ``SmartApiBroker`` journaled at
-    that path or the default one for the venue's client code."""
+    that path or the default one for the venue's client code (its product, charges and margin check)."""
     journal_config, collar = config.journal, risk.limits.price_collar
     paper = {"price_collar": collar, "product": config.product, "capital": config.capital,
              "charges": config.charges, "slippage": config.slippage}
@@ -29,7 +29,7 @@ def make_broker(config: TraderConfig, risk: RiskManager, venue: "Venue | None") 
             return PaperBroker(journal=journal, **paper)
         from kit.broker.live import SmartApiBroker
         return SmartApiBroker(journal, product=config.product, name=config.name, gate=risk.gate,
-                              price_collar=collar)
+                              price_collar=collar, charges=config.charges, margin_check=config.margin_check)
     except BaseException:       # e.g. a paper trader given a live trader's journal: leave it unlocked
         journal.close()
         raise

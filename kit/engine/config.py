@@ -238,12 +238,13 @@ class TraderConfig:
     (``kit.engine.heap``). ``product``: the orders' product type (live; on
     paper it picks the charges' segment and the margin rate).
 
-    Paper trading's account (``kit.broker.paper.PaperBroker``; a live trader
-    ignores them): ``capital`` rupees of a margin account that refuses an
-    order it cannot carry (None: no account), ``charges`` on every fill
-    (``kit.Charges()``, Angel One's published rates; None: none) and the
-    ``slippage`` model of market fills (``kit.broker.slippage``; the default,
-    ``NoSlippage()``, fills at the next tick's price).
+    Costs and the account: ``charges`` on every fill, paper and live
+    (``kit.Charges()``, Angel One's published rates; None: none). Paper only:
+    ``capital`` rupees of a margin account that refuses an order it cannot
+    carry (None: no account) and the ``slippage`` model of market fills
+    (``kit.broker.slippage``; the default, ``NoSlippage()``, fills at the next
+    tick's price). Live only: ``margin_check`` asks Angel One's margin API
+    before each opening order (two requests an order; off by default).
     """
     feed: str = "sim"
     tokens: dict | list | None = None
@@ -254,6 +255,7 @@ class TraderConfig:
     capital: float | None = None
     charges: Charges | None = field(default_factory=Charges, compare=False)
     slippage: SlippageModel = field(default_factory=NoSlippage)
+    margin_check: bool = False
     name: str = "default"
     record: str | None = None
     signals_kept: int = 10_000
@@ -288,6 +290,8 @@ class TraderConfig:
         if self.capital is not None and not (_number(self.capital) and self.capital > 0):
             raise ValueError(f"capital is the paper account's rupees, > 0 (None: no margin account), "
                              f"not {self.capital!r}")
+        if not isinstance(self.margin_check, bool):
+            raise TypeError(f"margin_check is True or False, not {self.margin_check!r}")
         if self.charges is not None and not isinstance(self.charges, Charges):
             raise TypeError(f"charges takes a kit.Charges (or None: no charges), not {type(self.charges).__name__}")
         if not isinstance(self.slippage, SlippageModel):

@@ -175,8 +175,9 @@ class BacktestResult:
     instruments: object = field(default=None, repr=False)
 
     def summary(self) -> pd.Series:
-        """Headline figures: P&L (gross, charges, net), trades, worst drawdown (gross), ticks and speed."""
-        total = self.equity["total"] if len(self.equity) else pd.Series([0.0])
+        """Headline figures: P&L (gross, charges, net), trades, worst drawdown (of the net equity), ticks
+        and speed."""
+        total = self.equity["net"] if len(self.equity) else pd.Series([0.0])
         drawdown = (total - total.cummax()).min()
         return pd.Series({
             "total_pnl": self.pnl["total"], "charges": self.pnl.get("charges", 0.0),

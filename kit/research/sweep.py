@@ -33,7 +33,7 @@ from kit.research.sweep_task import RunStats, SweepTask, run_task
 
 __all__ = ["sweep", "SweepResult", "expand_grid", "combine", "METRICS", "TIMING_COLUMNS"]
 
-METRICS = ["pnl", "realized", "trades", "round_trips", "hit_rate", "max_drawdown", "sharpe"]
+METRICS = ["pnl", "gross", "charges", "realized", "trades", "round_trips", "hit_rate", "max_drawdown", "sharpe"]
 TIMING_COLUMNS = ["ticks_per_s"]          # the columns that differ between two runs of the same sweep
 
 
@@ -57,13 +57,15 @@ def sweep(strategy, grid, data, *, days=None, tokens=None, exchange_type: int | 
 
     Columns of ``result.frame`` (``day`` too with ``per_day=True``), after the parameters:
 
-    - ``days``: days the row covers; ``pnl``: total P&L (realized + open
-      positions marked at their last price, each day's positions marked at
-      that day's end); ``realized``; ``trades``: fills.
+    - ``days``: days the row covers; ``pnl``: net P&L, what the account
+      keeps: ``gross`` (realized + open positions marked at their last price,
+      each day's positions marked at that day's end) less ``charges`` (the
+      paper broker's, ``TraderConfig(charges=...)``); ``realized`` (gross);
+      ``trades``: fills.
     - ``round_trips``: a round trip ends when an instrument's position goes
       flat or flips side; ``hit_rate``: round trips with a realized P&L > 0
       / round trips (NaN without any).
-    - ``max_drawdown``: the worst fall of the equity curve from its running
+    - ``max_drawdown``: the worst fall of the net equity curve from its running
       peak (<= 0, rupees), the curve being the days' intraday equity laid
       end to end, starting at 0.
     - ``sharpe``: mean / standard deviation (ddof=1) of the equity's
@@ -144,6 +146,8 @@ def combine(runs: list[RunStats]) -> dict:
     nan = float("nan")
     return {
         "days": len(good), "pnl": float(sum(r.pnl for r in good)) if good else nan,
+        "gross": float(sum(r.gross for r in good)) if good else nan,
+        "charges": float(sum(r.charges for r in good)) if good else nan,
         "realized": float(sum(r.realized for r in good)) if good else nan,
         "trades": sum(r.trades for r in good), "round_trips": trips,
         "hit_rate": sum(r.wins for r in good) / trips if trips else nan,

@@ -47,7 +47,9 @@ class RunStats:
     """One parameter set over one day."""
     param_index: int
     day: str
-    pnl: float = 0.0
+    pnl: float = 0.0                # net: gross less charges
+    gross: float = 0.0
+    charges: float = 0.0
     realized: float = 0.0
     trades: int = 0                 # fills
     round_trips: int = 0
@@ -89,12 +91,13 @@ def _run(task, name, index, params, table, ticks, minute_last) -> RunStats:
     trader, run = replay(strategy, table, name=name, **config)      # as kit.backtest runs it
     elapsed = trader.feed.elapsed_s or (time.perf_counter() - started)
     pnl = trader.broker.pnl()
-    total = equity_curve(ticks, run.fill_states)["total"].to_numpy()
+    total = equity_curve(ticks, run.fill_states)["net"].to_numpy()        # what the account keeps
     peak = np.maximum.accumulate(np.concatenate([[0.0], total]))[1:]
     minute_totals = total[minute_last] if len(total) else np.zeros(0)
     trips, wins = _round_trips(run.fill_states)
     errors = trader.strategy_errors
-    return RunStats(index, task.day, pnl=float(pnl["total"]), realized=float(pnl["realized"]),
+    return RunStats(index, task.day, pnl=float(pnl["net"]), gross=float(pnl["total"]), charges=float(pnl["charges"]),
+                    realized=float(pnl["realized"]),
                     trades=len(run.fill_states), round_trips=trips, wins=wins,
                     drawdown=float((total - peak).min()) if len(total) else 0.0,
                     low=float(min(0.0, total.min())) if len(total) else 0.0,
