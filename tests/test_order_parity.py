@@ -110,3 +110,40 @@ def test_paper_and_live_make_the_same_orders_fills_and_net_pnl(scenario, sim, tm
     assert len(live_fills) >= 2, "the scenario should open and close a position"
     assert paper.broker.pnl()["net"] == pytest.approx(live_pnl["net"], abs=1e-6)
     assert live_pnl["charges"] > 0 and live_pnl["net"] == pytest.approx(live_pnl["total"] - live_pnl["charges"])
+
+
+def test_gtt_rules_fire_and_fill_alike_on_paper_and_live(sim, tmp_path_factory, in_tmp_cwd):
+    """Three rules over one price path: one fires marketable (fills at the firing tick's price), one fires
+    and rests (fills at its price later), one fires downwards."""
+    from kit.broker.paper import PaperBroker
+    rules = [("SELL", 304.0, 303.5), ("SELL", 303.5, 304.0), ("BUY", 303.2, 303.0)]
+    path = [300.0, 303.9, 304.2, 303.0, 303.6]
+    journal = tmp_path_factory.mktemp("gtt") / "j.sqlite"
+    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={EX: [TOKEN]}, risk=LIMITS,
+                                             journal=kit.JournalConfig(str(journal)),
+                                             name=f"gtt-parity-{time.monotonic_ns()}"),
+                            venue=kit.SimVenue(simulator=sim))
+    trader.start()
+    try:
+        assert trader.wait_connected(10) and trader.broker.wait_ready(10)
+        sim.wait_for_subscribers(1)
+        trader.arm_live(confirm=sim.rest.credentials.client_code)
+        for n, price in enumerate(path, 1):
+            sim.trade_at(EX, TOKEN, price)
+            assert wait_until(lambda: quiet(trader, sim, n), 15), (n, trader.broker.orders_df())
+            if n == 1:
+                for side, trigger, limit in rules:
+                    trader.broker.gtt.create(TOKEN, EX, side, LOT, trigger=trigger, price=limit, product="INTRADAY")
+        live_fills, live_pnl = trader.broker.fills_df(), trader.broker.pnl()
+    finally:
+        trader.close()
+
+    paper = PaperBroker()
+    for n, price in enumerate(path, 1):
+        paper.on_tick(kit.Tick(TOKEN, EX, 1, n, 0, price))
+        if n == 1:
+            for side, trigger, limit in rules:
+                paper.gtt.create(TOKEN, EX, side, LOT, trigger=trigger, price=limit, product="INTRADAY")
+    assert fills(paper.fills_df()) == fills(live_fills)
+    assert [f[2] for f in fills(live_fills)] == [304.0, 304.2, 303.0]      # rested; marketable; downwards
+    assert paper.pnl()["net"] == pytest.approx(live_pnl["net"], abs=1e-6) and live_pnl["charges"] > 0

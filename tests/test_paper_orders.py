@@ -209,7 +209,7 @@ def test_cancelling_a_bracket_entry_before_it_fills_cancels_it_and_places_no_leg
 
 # -- GTT rules ------------------------------------------------------------------------------
 
-def test_a_gtt_rule_is_created_listed_modified_fired_once_and_its_order_judged_from_the_next_tick(broker):
+def test_a_gtt_rule_is_created_listed_modified_fired_once_and_its_order_judged_on_the_firing_tick(broker):
     with pytest.raises(ValueError, match="no price seen yet for token 2885"):
         broker.gtt.create("2885", NSE_CM, BUY, 10, trigger=101.0, price=101.5)
     at(broker, 100.0)
@@ -223,14 +223,15 @@ def test_a_gtt_rule_is_created_listed_modified_fired_once_and_its_order_judged_f
 
     broker.gtt.modify(first, trigger=102.0, price=102.5)
     assert broker.on_tick(tick(101.5)) is NO_FILLS and broker.gtt.rules((GTT_NEW,))[1].rule_id == first
-    assert broker.on_tick(tick(102.0)) is NO_FILLS                  # crosses upwards: fires, places the order
+    # Crosses upwards: the rule fires and its order, placed at once as the exchange does, is marketable
+    # at this tick's price and fills there.
+    (fill,) = broker.on_tick(tick(102.0))
     (fired,) = broker.gtt.rules((GTT_FIRED,))
     placed = order(broker, fired.order_id)
     assert (fired.rule_id, placed.order_type, placed.side, placed.qty, placed.limit_price, placed.status) == (
-        first, LIMIT, BUY, 10, 102.5, OPEN)
-    (fill,) = broker.on_tick(tick(102.25))                           # the next tick, marketable: at its ltp
-    assert (fill.order_id, fill.price) == (fired.order_id, 102.25)
-    assert broker.on_tick(tick(102.0)) is NO_FILLS                   # fired once
+        first, LIMIT, BUY, 10, 102.5, COMPLETE)
+    assert (fill.order_id, fill.price) == (fired.order_id, 102.0)
+    assert broker.on_tick(tick(102.25)) is NO_FILLS                  # fired once
     with pytest.raises(ValueError, match=f"GTT rule {first} is SENTTOEXCHANGE .*only a waiting"):
         broker.gtt.modify(first, trigger=103.0)
     with pytest.raises(ValueError, match="SENTTOEXCHANGE"):

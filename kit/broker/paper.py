@@ -398,16 +398,18 @@ class PaperBroker(PositionBook):
     def _match(self, instrument: InstrumentState, tick: "Tick") -> tuple[Fill, ...]:
         """Fill what this tick reaches, fire the GTT rules it crosses; the caller holds the lock.
 
-        What this tick creates (a filled bracket's legs, a fired rule's order)
-        joins the pending list after the orders judged here: it is judged from
-        the next tick on.
+        A filled bracket's legs join the pending list after the orders judged
+        here: they are judged from the next tick on. A fired GTT rule's order
+        is judged on this very tick, as the exchange places it the moment the
+        rule fires: marketable, it fills at this tick's price.
         """
         fills = []
         keep = []
         ltp = tick.ltp
         journal = self.journal
         swept = False           # a bracket leg was cancelled by its sibling's fill
-        for working in instrument.pending:
+        todo = list(instrument.pending)
+        for working in todo:
             order = working.order
             if order is None:
                 # A GTT rule waiting for its trigger (kit.broker.gtt_paper).
@@ -418,8 +420,10 @@ class PaperBroker(PositionBook):
                     keep.append(working)
                     continue
                 placed = self._fire_gtt(working, tick)
-                if placed is not None:
-                    keep.append(placed)
+                if placed is working:
+                    keep.append(working)        # the journal failed: the rule tries again next tick
+                elif placed is not None:
+                    todo.append(placed)         # judged below, on this tick
                 continue
             if order.status != OPEN:
                 continue        # a bracket leg whose sibling filled earlier on this tick
@@ -676,8 +680,8 @@ class PaperBroker(PositionBook):
             instrument.add_open(order.side, -order.qty)
 
     def _fire_gtt(self, watch: "GttWatch", tick: "Tick") -> "_Working | GttWatch | None":
-        """A GTT rule's trigger was crossed: place its LIMIT order. Returns what stays pending: the order
-        (judged from the next tick), None if it was rejected, or the rule itself if the journal failed."""
+        """A GTT rule's trigger was crossed: place its LIMIT order. Returns the order's ``_Working`` (judged
+        on the firing tick), None if it was rejected, or the rule itself if the journal failed."""
         rule = watch.rule
         order = self._new_order(rule.token, rule.exchange_type, rule.side, rule.qty, LIMIT, rule.price,
                                 f"GTT {rule.rule_id}", tick.seq, variety=NORMAL)
