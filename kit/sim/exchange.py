@@ -5,10 +5,13 @@ Angel One's order routes on the simulator's REST server, so the real
 ``SmartConnect`` places, modifies and cancels orders and reads the order book
 and positions. It also serves the ``smart-order-update`` WebSocket (its own
 port; ``Authorization: Bearer <jwt>``; ``kit.sim.order_socket``) and a small
-generated instrument master (``kit.sim.master``). The orders and positions
-themselves, and the request checks, are ``kit.sim.orderbook``'s; GTT rules
-``kit.sim.gtt``'s (``sim.orders.gtt``); funds, margin, the RMS limits and the
-charges estimate ``kit.sim.funds``'s (``sim.orders.rms``).
+generated instrument master (``kit.sim.master``). The routes are here; what an
+accepted order then does, on arrival and on each generated tick, is the
+matching engine's (``kit.sim.matching``, ``sim.orders.matching``), which keeps
+the books. The orders and positions themselves, and the request checks, are
+``kit.sim.orderbook``'s; GTT rules ``kit.sim.gtt``'s (``sim.orders.gtt``);
+funds, margin, the RMS limits and the charges estimate ``kit.sim.funds``'s
+(``sim.orders.rms``).
 
     sim = Simulator(rate=0, funds=500_000).start()
     sim.orders.url                  # ws://127.0.0.1:<port>/smart-order-update
@@ -23,7 +26,7 @@ charges estimate ``kit.sim.funds``'s (``sim.orders.rms``).
     sim.orders.drop_connections()   # abort the order-update sockets; updates meanwhile are lost
     sim.trade_at(2, "43650", 101.5) # the next tick of a token trades at this price (tests)
 
-How the simulated exchange trades:
+How the simulated exchange trades (the rules ``kit.sim.matching`` carries out):
 
 * MARKET fills its whole quantity at once at the simulator's current price
   for the token (the price the feed last sent).
@@ -78,23 +81,18 @@ How the simulated exchange trades:
 """
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 from collections import deque
-from datetime import datetime
 from http import HTTPStatus
 
-from kit.core.market import EXCHANGE_TYPES, IST, price_divisor
-from kit.core.orders import bracket_legs, stop_triggered
+from kit.core.market import EXCHANGE_TYPES
 from kit.core.strategy import STOP_TYPES
 from kit.sim.funds import SimFunds
 from kit.sim.gtt import SimGttBook
 from kit.sim.master import simulated_master
-from kit.sim.order_socket import (AB_CANCELLED, AB_COMPLETE, AB_MODIFIED, AB_OPEN, AB_REJECTED,
-                                  AB_TRIGGER_PENDING, OrderUpdateServer)
-from kit.sim.orderbook import (TRIGGER_PENDING, SimOrder, SimPosition, crossed, finished, grid_problem,
-                               invalid_request, leg_order, now_text, order_problem, stop_problem)
+from kit.sim.matching import MatchingEngine
+from kit.sim.order_socket import OrderUpdateServer
+from kit.sim.orderbook import TRIGGER_PENDING, finished, grid_problem, invalid_request, order_problem, stop_problem
 from kit.sim.rest import RestRequest, reply
 from kit.sim.tokens import AUTH
 
@@ -111,10 +109,10 @@ class SimulatedExchange:
     """Orders, fills and positions of the simulated account, served over REST and the order-update socket.
 
     Thread model: REST handlers run on the HTTP server's threads, crossing
-    checks on the simulator's loop thread (``on_trades``); one lock guards the
-    books (orders, positions, GTT rules). Prices are read before the lock is
-    taken, because reading a price may itself need the loop thread. Methods
-    named ``*_locked`` expect the lock held.
+    checks on the simulator's loop thread (``on_trades``); one lock
+    (``matching.lock``) guards the books (orders, positions, GTT rules).
+    Prices are read before the lock is taken, because reading a price may
+    itself need the loop thread.
 
     ``funds`` (rupees, default ₹1 crore) is the account's cash for the margin
     checks; ``estimate_bias`` scales every amount ``estimateCharges`` answers
@@ -124,17 +122,8 @@ class SimulatedExchange:
     def __init__(self, sim, *, fill_chunk: int | None = None, port: int = 0, funds: float = 10_000_000.0,
                  estimate_bias: float = 0.0):
         self.sim = sim
-        self.fill_chunk = fill_chunk
         self.instruments = {(i.exchange_type, i.token): i for i in simulated_master()}
-        self._lock = threading.Lock()
-        self._orders: dict[str, SimOrder] = {}
-        self._resting: dict[tuple[int, str], list[SimOrder]] = {}     # open LIMIT orders waiting to be crossed
-        self._pending: dict[tuple[int, str], list[SimOrder]] = {}     # stop-loss orders waiting for the trigger
-        self._positions: dict[tuple[str, str, str], SimPosition] = {}
-        self._trades: list[dict] = []
-        self._rejections: deque[str] = deque()
-        self._ids = itertools.count(1)
-        self._fill_ids = itertools.count(1)
+        self.matching = MatchingEngine(self, fill_chunk=fill_chunk)     # the books, and what moves them
         # (time.monotonic_ns() at arrival, "place" | "modify" | "cancel"): when each order request reached
         # the exchange, so a test can tell whether any arrived after a client said it would stop sending.
         self.arrivals: deque[tuple[int, str]] = deque(maxlen=100_000)
@@ -172,16 +161,16 @@ class SimulatedExchange:
         self.socket.stop()
 
     def order_book(self) -> list[dict]:
-        with self._lock:
-            return [o.data() for o in self._orders.values()]
+        with self.matching.lock:
+            return [o.data() for o in self.matching.orders.values()]
 
     def trade_book(self) -> list[dict]:
-        with self._lock:
-            return [dict(t) for t in self._trades]
+        with self.matching.lock:
+            return [dict(t) for t in self.matching.trades]
 
     def positions(self) -> list[dict]:
-        with self._lock:
-            held = list(self._positions.values())
+        with self.matching.lock:
+            held = list(self.matching.positions.values())
         return [p.data(self._ltp_if_known(p.order.key)) for p in held]
 
     @property
@@ -202,13 +191,26 @@ class SimulatedExchange:
     def estimate_bias(self, bias: float) -> None:
         self.rms.estimate_bias = float(bias)
 
+    @property
+    def fill_chunk(self) -> int | None:
+        """Units one tick fills of a resting order at most (None: all), to produce partial fills (settable)."""
+        return self.matching.fill_chunk
+
+    @fill_chunk.setter
+    def fill_chunk(self, units: int | None) -> None:
+        self.matching.fill_chunk = units
+
     def reject_next(self, text: str = "RMS:Margin Exceeds") -> None:
         """The next order placed is rejected by the exchange with ``text`` (AB03)."""
-        self._rejections.append(text)
+        self.matching.rejections.append(text)
 
     def drop_connections(self) -> None:
         """Abort every order-update connection (no close frame); updates until a reconnect are lost."""
         self.socket.drop_connections()
+
+    def on_trades(self, instruments) -> None:
+        """The simulator generated ticks for ``instruments``: the matching engine acts on their prices."""
+        self.matching.on_trades(instruments)
 
     # ------------------------------------------------------------------ REST handlers
     def _place(self, req: RestRequest):
@@ -224,8 +226,8 @@ class SimulatedExchange:
             return reply(status=False, message=f"Invalid tradingsymbol {p['tradingsymbol']!r} for "
                                                f"token {key[1]}", errorcode="AB1009")
         price = self._ltp(key)        # before the lock: it may need the simulator's loop thread
-        with self._lock:
-            order = self.submit_locked(dict(p), price)
+        with self.matching.lock:
+            order = self.matching.submit_locked(dict(p), price)
         return reply({"script": p["tradingsymbol"], "orderid": order.order_id, "uniqueorderid": order.unique_id})
 
     def _modify(self, req: RestRequest):
@@ -236,7 +238,7 @@ class SimulatedExchange:
         if refused:
             return refused
         ltp = self._ltp(order.key)
-        with self._lock:
+        with self.matching.lock:
             if order.terminal:
                 return finished(order, "modified")
             qty, kind = int(p["quantity"]), p["ordertype"]
@@ -253,16 +255,7 @@ class SimulatedExchange:
                 (stop_problem(order.side, kind, trigger, price, ltp) if waiting else "")
             if problem:
                 return reply(status=False, message=problem, errorcode="AB4001")
-            order.qty, order.order_type, order.price = qty, kind, price
-            order.trigger = trigger if order.is_stop else 0.0
-            order.status, order.updated = "modified", now_text()
-            self._push(AB_MODIFIED, order)
-            if waiting:
-                order.status = TRIGGER_PENDING
-            else:
-                self._unrest(order)
-                order.status = "open"
-                self._match_on_arrival(order, ltp)
+            self.matching.modify_locked(order, qty, kind, price, trigger, ltp)
         return reply({"orderid": order.order_id, "uniqueorderid": order.unique_id})
 
     def _cancel(self, req: RestRequest):
@@ -271,14 +264,10 @@ class SimulatedExchange:
         if refused:
             return refused
         ltp = self._ltp_if_known(order.key)
-        with self._lock:
+        with self.matching.lock:
             if order.terminal:
                 return finished(order, "cancelled")
-            self._cancel_locked(order, "Cancelled by user")
-            if order.sibling is not None and not order.sibling.terminal:
-                self._cancel_locked(order.sibling, f"Cancelled with the other leg of bracket {order.parent_id}")
-            if order.is_bracket_entry and order.filled and ltp is not None:
-                self._open_legs(order, ltp)      # the part that filled keeps its exits
+            self.matching.cancel_locked(order, ltp)
         return reply({"orderid": order.order_id, "uniqueorderid": order.unique_id})
 
     def _named_order(self, p: dict, required: tuple[str, ...]):
@@ -289,142 +278,11 @@ class SimulatedExchange:
         problem = invalid_request(p, required)
         if problem:
             return None, reply(status=False, message=problem[1], errorcode=problem[0])
-        with self._lock:
-            order = self._orders.get(str(p["orderid"]))
+        with self.matching.lock:
+            order = self.matching.orders.get(str(p["orderid"]))
         if order is None:
             return None, reply(status=False, message="Order not found", errorcode="AB1013")
         return order, None
-
-    # ------------------------------------------------------------------ the exchange (lock held)
-    def submit_locked(self, params: dict, ltp: float) -> SimOrder:
-        """Book a new order at the current price ``ltp``: reject it, hold a stop for its trigger, or match it.
-        A REST place and a fired GTT rule both come here."""
-        key = (EXCHANGE_TYPES[params["exchange"]], str(params["symboltoken"]))
-        order = SimOrder(self._new_id(), params, self.instruments.get(key))
-        self._orders[order.order_id] = order
-        reason = self._exchange_rejection(order, ltp)
-        if reason:
-            order.status, order.text = "rejected", reason
-            self._push(AB_REJECTED, order)
-        elif order.is_stop:
-            self._hold(order)
-        else:
-            self._push(AB_OPEN, order)
-            self._match_on_arrival(order, ltp)
-        return order
-
-    def open_orders_locked(self) -> list[SimOrder]:
-        """Resting and trigger-pending orders, oldest first."""
-        waiting = [o for book in (self._resting, self._pending) for orders in book.values() for o in orders]
-        return sorted(waiting, key=lambda o: o.order_id)
-
-    def _new_id(self) -> str:
-        return f"{datetime.now(IST):%y%m%d}{next(self._ids):09d}"
-
-    def _exchange_rejection(self, order: SimOrder, ltp: float) -> str:
-        if self._rejections:
-            return self._rejections.popleft()
-        inst = order.instrument
-        if inst is not None and order.qty % inst.lot_size:
-            return f"Quantity should be a multiple of the lot size {inst.lot_size}"
-        problem = grid_problem(inst, order.order_type, order.price, order.trigger)
-        if not problem and order.is_stop:
-            problem = stop_problem(order.side, order.order_type, order.trigger, order.price, ltp)
-        return problem or self.rms.rms_rejection_locked(order, ltp if order.order_type == "MARKET" else None)
-
-    def _hold(self, order: SimOrder) -> None:
-        """A stop-loss order waits for its trigger."""
-        order.status = TRIGGER_PENDING
-        self._pending.setdefault(order.key, []).append(order)
-        self._push(AB_TRIGGER_PENDING, order)
-
-    def _trigger(self, order: SimOrder, ltp: float) -> None:
-        """A stop-loss order's trigger is reached at ``ltp``: it becomes open and trades from that price."""
-        _drop(self._pending, order)
-        order.status, order.updated = "open", now_text()
-        self._push(AB_OPEN, order)
-        self._match_on_arrival(order, ltp)
-
-    def _match_on_arrival(self, order: SimOrder, ltp: float) -> None:
-        """Fill what is marketable now, at the current price; rest the remainder of a limit order."""
-        if order.order_type in ("MARKET", "STOPLOSS_MARKET") or crossed(order, ltp):
-            self._fill(order, order.qty - order.filled, ltp, ltp)
-        else:
-            self._resting.setdefault(order.key, []).append(order)
-
-    def _fill(self, order: SimOrder, qty: int, price: float, ltp: float) -> None:
-        fill_id = f"{next(self._fill_ids):08d}"
-        order.fill(qty, price, fill_id)
-        order.updated = order.fill_time
-        group = (order.token, order.params["exchange"], order.params["producttype"])
-        position = self._positions.get(group)
-        if position is None:
-            position = self._positions[group] = SimPosition(order)
-        position.add(order.side, qty, price)
-        self._trades.append({"exchange": order.params["exchange"], "producttype": order.params["producttype"],
-                             "tradingsymbol": order.params["tradingsymbol"], "symboltoken": order.token,
-                             "transactiontype": order.side, "fillprice": price, "fillsize": str(qty),
-                             "orderid": order.order_id, "fillid": fill_id, "filltime": order.fill_time})
-        self._push(AB_COMPLETE if order.status == "complete" else AB_OPEN, order)
-        if order.status != "complete":
-            return
-        if order.is_bracket_entry:
-            self._open_legs(order, ltp)
-        elif order.sibling is not None and not order.sibling.terminal:
-            self._cancel_locked(order.sibling, f"Cancelled: the other leg of bracket {order.parent_id} filled")
-
-    def _open_legs(self, entry: SimOrder, ltp: float) -> None:
-        """A bracket's entry filled: place its target (LIMIT) and stop (STOPLOSS_MARKET) for the filled units."""
-        p, inst = entry.params, entry.instrument
-        legs = bracket_legs(entry.side, entry.filled, entry.avg_price, float(p["squareoff"]), float(p["stoploss"]),
-                            inst.tick_size if inst else None)
-        target, stop = (leg_order(self._new_id(), entry, leg) for leg in legs)
-        for leg in (target, stop):
-            self._orders[leg.order_id] = leg
-        target.sibling, stop.sibling = stop, target
-        self._push(AB_OPEN, target)
-        self._hold(stop)
-        if stop_triggered(stop.side, stop.trigger, ltp):
-            self._trigger(stop, ltp)
-        else:
-            self._match_on_arrival(target, ltp)
-
-    def _cancel_locked(self, order: SimOrder, text: str) -> None:
-        self._unrest(order)
-        _drop(self._pending, order)
-        order.cancelled_qty = order.qty - order.filled
-        order.status, order.text, order.updated = "cancelled", text, now_text()
-        self._push(AB_CANCELLED, order)
-
-    def _unrest(self, order: SimOrder) -> None:
-        _drop(self._resting, order)
-
-    def on_trades(self, instruments) -> None:
-        """Called by the simulator's loop thread after it generated ticks: trigger stops, fill what the
-        prices cross, fire GTT rules."""
-        if not (self._resting or self._pending or self.gtt.waiting):
-            return
-        with self._lock:
-            for inst in instruments:
-                key = inst.key
-                if key in self._pending or key in self._resting or self.gtt.watches(key):
-                    self._on_price(key, inst.ltp / price_divisor(inst.exchange_type))
-
-    def _on_price(self, key: tuple[int, str], ltp: float) -> None:
-        for order in list(self._pending.get(key, ())):
-            if order.status == TRIGGER_PENDING and stop_triggered(order.side, order.trigger, ltp):
-                self._trigger(order, ltp)
-        for order in list(self._resting.get(key, ())):
-            if not order.terminal and crossed(order, ltp):
-                left = order.qty - order.filled
-                self._fill(order, min(left, self.fill_chunk or left), order.price, ltp)
-                if order.terminal:
-                    self._unrest(order)
-        self.gtt.fire_locked(key, ltp)
-
-    def _push(self, code: str, order: SimOrder) -> None:
-        self.socket.broadcast({"user-id": self.sim.rest.credentials.client_code, "status-code": "200",
-                               "order-status": code, "error-message": "", "orderData": order.data()})
 
     # ------------------------------------------------------------------ prices and auth
     def _ltp(self, key: tuple[int, str]) -> float:
@@ -441,11 +299,3 @@ class SimulatedExchange:
             return HTTPStatus.UNAUTHORIZED, "Invalid Token"
         return None
 
-
-def _drop(book: dict, order: SimOrder) -> None:
-    """Take ``order`` off a per-instrument list (resting or trigger-pending), if it is there."""
-    orders = book.get(order.key)
-    if orders and order in orders:
-        orders.remove(order)
-        if not orders:
-            del book[order.key]

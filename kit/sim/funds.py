@@ -44,7 +44,7 @@ def _money(x: float) -> str:
 
 class SimFunds:
     """The account's funds and margin, for ``SimulatedExchange`` (``exchange``). The ``*_locked``
-    methods read the exchange's books and are called with its lock held."""
+    methods read the books of its matching engine (``exchange.matching``) and are called with its lock held."""
 
     def __init__(self, exchange, funds: float = 10_000_000.0, estimate_bias: float = 0.0):
         self.exchange = exchange
@@ -85,14 +85,14 @@ class SimFunds:
         """(blocked, of it option premium, units open per (token, exchange, product, side))."""
         ex = self.exchange
         blocked = premium = 0.0
-        for position in ex._positions.values():
+        for position in ex.matching.positions.values():
             if position.net:
                 side = "BUY" if position.net > 0 else "SELL"
                 m = self.margin(position.order, side, position.net, position.net_price)
                 blocked += m
                 premium += m if self._premium(position.order, side) else 0.0
         open_units: dict = {}
-        for order in ex.open_orders_locked():
+        for order in ex.matching.open_orders_locked():
             if order.parent_id and order.order_type == "LIMIT":
                 continue        # a bracket's target: the stop leg exits the same units
             m = self._opening_margin(order, open_units)
@@ -104,7 +104,7 @@ class SimFunds:
         """Margin of the part of ``order``'s unfilled units that grows its position; counts them in ``open_units``."""
         p = order.params
         group = (order.token, p["exchange"], p.get("producttype", ""))
-        position = self.exchange._positions.get(group)
+        position = self.exchange.matching.positions.get(group)
         left = order.qty - order.filled
         same_side = open_units.get((*group, order.side), 0)
         opening = opening_qty(position.net if position else 0, same_side, order.side, left)
@@ -114,7 +114,7 @@ class SimFunds:
         return self.margin(order, order.side, opening, price) if opening else 0.0
 
     def realised_locked(self) -> float:
-        return sum(p.realised for p in self.exchange._positions.values())
+        return sum(p.realised for p in self.exchange.matching.positions.values())
 
     def rms_rejection_locked(self, order, price: float | None = None) -> str:
         """Angel One's RMS text if ``order`` (not yet open) needs more margin than is available, else "".
@@ -137,10 +137,10 @@ class SimFunds:
     def limits(self) -> dict:
         """What getRMS answers: Angel One's fields, amounts as strings (net = available)."""
         ex = self.exchange
-        with ex._lock:
+        with ex.matching.lock:
             blocked, premium, _ = self._tally_locked()
             realised = self.realised_locked()
-            held = [(p.order.key, p.net, p.net_price) for p in ex._positions.values() if p.net]
+            held = [(p.order.key, p.net, p.net_price) for p in ex.matching.positions.values() if p.net]
         unrealised = 0.0
         for key, net, net_price in held:     # prices outside the lock: reading one may need the loop thread
             ltp = ex._ltp_if_known(key)

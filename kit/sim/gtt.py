@@ -17,8 +17,8 @@ requests a second each, as Angel One allows):
   count): the rules in those statuses, newest first, ``count`` a page.
 
 Firing happens once, on the simulator's loop thread (``fire_locked``, from
-``SimulatedExchange.on_trades``): a NORMAL LIMIT order at the rule's price and
-quantity is placed through the exchange's own place path (it can be rejected,
+``kit.sim.matching``'s ``on_trades``): a NORMAL LIMIT order at the rule's price
+and quantity is placed through the exchange's own place path (it can be rejected,
 rests or fills, moves positions and is pushed on the order-update socket like
 any order, with an empty ``ordertag``), and the rule becomes SENTTOEXCHANGE
 with that order's id. Rows have Angel One's ruleList fields (id, tradingsymbol,
@@ -80,7 +80,7 @@ def _number(p: dict, name: str, kind=float, *, minimum: float = 0.0, allow_equal
 
 
 class SimGttBook:
-    """GTT rules of the simulated account. Guarded by the exchange's lock (rules fire on its loop thread)."""
+    """GTT rules of the simulated account. Guarded by the matching engine's lock (rules fire on the loop thread)."""
 
     def __init__(self, exchange):
         self.exchange = exchange
@@ -106,11 +106,11 @@ class SimGttBook:
 
     def rules(self) -> list[dict]:
         """Every rule's row, newest first (what ``ruleList`` with every status answers)."""
-        with self.exchange._lock:
+        with self.exchange.matching.lock:
             return [r.row(self._client()) for r in reversed(self._rules.values())]
 
     def fire_locked(self, key: tuple[int, str], ltp: float) -> None:
-        """Place the order of every NEW rule on ``key`` that ``ltp`` crosses (exchange lock held)."""
+        """Place the order of every NEW rule on ``key`` that ``ltp`` crosses (matching lock held)."""
         for rule in list(self._waiting.get(key, ())):
             if not gtt_triggered(rule.fires_above, rule.fields["triggerprice"], ltp):
                 continue
@@ -120,7 +120,7 @@ class SimGttBook:
                       "transactiontype": f["transactiontype"], "exchange": f["exchange"], "ordertype": "LIMIT",
                       "producttype": f["producttype"], "duration": "DAY", "price": f"{f['price']:.2f}",
                       "quantity": str(f["qty"]), "disclosedquantity": str(f["disclosedqty"]), "ordertag": ""}
-            order = self.exchange.submit_locked(params, ltp)
+            order = self.exchange.matching.submit_locked(params, ltp)
             rule.status, rule.order_id, rule.updated = SENT, order.order_id, datetime.now(timezone.utc)
 
     def _unwait(self, rule: SimGttRule) -> None:
@@ -154,7 +154,7 @@ class SimGttBook:
         except ValueError as exc:
             return reply(status=False, message=str(exc), errorcode="AB4001")
         ltp = self.exchange._ltp(key)      # before the lock: it may need the simulator's loop thread
-        with self.exchange._lock:
+        with self.exchange.matching.lock:
             rule = SimGttRule(str(next(self._ids)), key, fields, gtt_fires_above(fields["triggerprice"], ltp))
             self._rules[rule.rule_id] = rule
             self._waiting.setdefault(key, []).append(rule)
@@ -191,7 +191,7 @@ class SimGttBook:
         p = req.body
         rule = self._rules.get(str(p.get("id", "")))
         ltp = self.exchange._ltp(rule.key) if rule is not None else 0.0
-        with self.exchange._lock:
+        with self.exchange.matching.lock:
             rule, refused = self._named(p, "modified")
             if refused:
                 return refused
@@ -205,7 +205,7 @@ class SimGttBook:
         return reply({"id": rule.rule_id})
 
     def _cancel(self, req: RestRequest):
-        with self.exchange._lock:
+        with self.exchange.matching.lock:
             rule, refused = self._named(req.body, "cancelled")
             if refused:
                 return refused
@@ -214,7 +214,7 @@ class SimGttBook:
         return reply({"id": rule.rule_id})
 
     def _details(self, req: RestRequest):
-        with self.exchange._lock:
+        with self.exchange.matching.lock:
             rule = self._rules.get(str(req.body.get("id", "")))
             if rule is None:
                 return reply(status=False, message=f"GTT rule {req.body.get('id')!r} not found", errorcode="AB1013")
@@ -229,6 +229,6 @@ class SimGttBook:
             page, count = _number(p, "page", int), _number(p, "count", int)
         except ValueError as exc:
             return reply(status=False, message=str(exc), errorcode="AB4001")
-        with self.exchange._lock:
+        with self.exchange.matching.lock:
             rows = [r.row(self._client()) for r in reversed(self._rules.values()) if r.status in statuses]
         return reply(rows[(page - 1) * count: page * count])

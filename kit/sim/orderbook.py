@@ -3,10 +3,10 @@
 ``SimOrder`` is one order's life (fills, status, its order-book row; a
 stop-loss order's trigger, a bracket leg's entry); ``SimPosition`` a net
 position of one (token, product) with its average cost and realised P&L (its
-``getPosition`` row). ``kit.sim.exchange`` matches and books them.
+``getPosition`` row). ``kit.sim.matching`` matches and books them.
 ``invalid_request`` and ``order_problem`` are the refusals REST answers at
 once (AB4001 and friends); what the exchange rejects later (AB03) is
-``kit.sim.exchange``'s.
+``kit.sim.matching``'s.
 """
 from __future__ import annotations
 
