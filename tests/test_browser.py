@@ -5,8 +5,9 @@ random token, settings and runtime files in a temporary directory): a copy
 of the quickstart, and a notebook written here that opens the dashboard of a
 trader already running (as notebook 03 does). Chromium runs every cell, then
 uses the dashboard the way a person does: Stop, Start, the mode toggle,
-Flatten, Resume. The tests read the status line, the message line, the
-strategy's traceback and the plotly graphs back from the page, ask the kernel
+Flatten, Resume, and places a stop order from the kernel. The tests read the
+status line (the net P&L among it), the message line, the strategy's
+traceback, a stop's line label and the plotly graphs back from the page, ask the kernel
 for the truth behind them (positions, halts), and save screenshots under
 ``artifacts/``; the quickstart's is also the README's ``docs/img/dashboard.png``.
 
@@ -420,6 +421,22 @@ def test_a_dashboard_opened_on_a_running_trader_flattens_resumes_and_shows_strat
         poll(lambda: "TRADING HALTED" not in status.inner_text() and "resumed" in message.inner_text(), 30,
              "the halt lifted on the page")
         poll(lambda: int(kernel_eval(page, position)) > 0, 30, "a new position after Resume")
+
+        # An open stop is a labelled line on the price chart; the status line shows the net P&L after charges.
+        kernel_run(page, "last = trader.broker.last_price('43650', 2)\n"
+                         "stop, why = trader.submit(kit.Signal('43650', 'SELL', 65, 'STOPLOSS_MARKET', None, 2, "
+                         "'a stop on the chart', trigger_price=round(round(last * 0.85 / 0.05) * 0.05, 2)))\n"
+                         "assert stop is not None and stop.status == 'OPEN', why")
+        label = kernel_eval(page, "f'SL SELL 65 @{stop.trigger_price:,.2f}'").strip("'")
+        poll(lambda: label in (page.evaluate(f"() => (({GRAPH})('kit-price').layout.annotations || [])"
+                                             ".map(a => a.text)") or []), 30,
+             f"the stop's line labelled {label} in the price chart's layout")
+        drawn = page.locator(".kit-dashboard .kit-price .annotation-text").all_text_contents()
+        assert label in drawn, drawn                                                     # and drawn on the page
+        net = dash.locator(".kit-status .kit-net").inner_text()
+        assert re.fullmatch(r"-?₹[\d,]+\.\d\d", net), net
+        assert "net P&L" in status.inner_text() and "charges" in status.inner_text()
+        assert kernel_eval(page, "trader.broker.pnl()['charges'] > 0") == "True"     # Flatten's fills were charged
         dash.screenshot(path=str(ARTIFACTS / "checks-after-resume.png"))
 
         # A strategy that raises on the tick thread: its traceback in the page, then the error budget's halt.

@@ -430,3 +430,169 @@ def test_the_badge_names_where_the_feed_comes_from(sim, monkeypatch):
         trader.close()
     monkeypatch.delenv("SMARTAPI_FEED_URL", raising=False)
     assert AngelVenue(kit.ConnectionConfig(env_file=None)).describe() == "Angel One"
+
+
+# ---------------------------------------------------------------------- open orders and net P&L
+class Scripted(Strategy):
+    """Sends, on its n-th tick, what ``plan[n](tick)`` makes (a signal or a list of them)."""
+
+    def __init__(self, plan: dict):
+        self.plan, self.n = plan, 0
+
+    def on_tick(self, tick):
+        self.n += 1
+        make = self.plan.get(self.n)
+        return make(tick) if make else None
+
+
+@pytest.fixture
+def priced_trader(request):
+    """A paper trader on a rate=0 simulator whose prices a test sets tick by tick (``trade``)."""
+    from kit.broker.risk import RiskLimits
+    limits = RiskLimits(max_daily_loss=1_000_000, enforce_hours="never", price_collar=None)
+    t = kit.LiveTrader(kit.TraderConfig(feed="sim", sim=kit.SimConfig(rate=0), tokens={2: [TOKEN]}, risk=limits,
+                                        name=f"ui-{request.node.name}"))
+    yield t
+    board = kit.ui.dashboard._dashboards.get(t.config.name)
+    if board is not None:
+        board.close()
+    t.close()
+
+
+def trade(trader, price):
+    """One tick at ``price``, handled to the end (signals submitted, paper fills made)."""
+    before = trader.ticks_processed
+    trader.venue.simulator.wait_for_subscribers(1)
+    trader.venue.simulator.trade_at(2, TOKEN, price)
+    assert wait_until(lambda: trader.ticks_processed == before + 1, 15)
+
+
+def order_lines(dash) -> dict:
+    """The price chart's order lines, label -> (price, colour), as the figure holds them."""
+    return {s.name: (s.y0, s.line.color) for s in dash.price_fig.layout.shapes}
+
+
+def test_open_orders_and_waiting_gtt_rules_are_lines_on_the_price_chart(priced_trader):
+    from kit.research import palette
+    from kit.ui.status import rupees
+    trader = priced_trader
+    trader.strategy = Scripted({
+        1: lambda t: Signal.buy(t, qty=65, target=2.0, stoploss=3.0, reason="bracket"),   # fills on tick 2
+        2: lambda t: [Signal.stop_sell(t, qty=65, trigger=295.0, reason="stop"),
+                      Signal.buy(t, qty=65, limit=299.0, reason="rest")],
+    })
+    trader.start()
+    assert trader.wait_connected(10)
+    dash = kit.dashboard(trader, interval=None, token=TOKEN)
+    for price in (300.0, 300.0, 300.1):
+        trade(trader, price)
+    broker = trader.broker
+    rule = broker.gtt.create(TOKEN, 2, "SELL", 65, trigger=305.0, price=304.5)
+    waiting = broker.gtt.create(TOKEN, 2, "BUY", 65, trigger=290.0, price=290.5)
+    broker.gtt.cancel(waiting)                  # a cancelled rule draws nothing
+    dash.refresh()
+
+    stops = {o.trigger_price: o for o in broker.open_orders() if o.order_type == "STOPLOSS_MARKET"}
+    assert stops[297.0].parent_id and not stops[295.0].parent_id   # the bracket's stop, and the plain stop
+    assert order_lines(dash) == {
+        "GTT SELL 65 @305.00": (305.0, palette.ORDER_LINES["gtt"]),
+        "target SELL 65 @302.00": (302.0, palette.ORDER_LINES["target"]),
+        "BUY 65 LMT 299.00": (299.0, palette.ORDER_LINES["limit"]),
+        "SL SELL 65 @297.00": (297.0, palette.ORDER_LINES["stop"]),
+        "SL SELL 65 @295.00": (295.0, palette.ORDER_LINES["stop"]),
+    }
+    labels = {a.text: a.y for a in dash.price_fig.layout.annotations}
+    assert labels == {label: y for label, (y, _) in order_lines(dash).items()}
+    assert {s.xref for s in dash.price_fig.layout.shapes} == {"paper"}    # across the plot, whatever the time
+
+    # Net P&L after charges, beside gross and charges, as the broker counts them (one fill so far).
+    pnl = broker.pnl()
+    assert pnl["charges"] > 0 and pnl["net"] == pytest.approx(pnl["total"] - pnl["charges"])
+    status = dash.status_line.value
+    assert "<b class='kit-net' " in status and f">{rupees(pnl['net'])}</b>" in status
+    assert f"<span class='kit-gross'>{rupees(pnl['total'])}</span>" in status
+    assert f"<span class='kit-charges'>{rupees(pnl['charges'])}</span>" in status
+
+    # Cancelled: their lines go; the bracket's legs stay.
+    broker.cancel(stops[295.0].order_id)
+    broker.cancel(next(o.order_id for o in broker.open_orders() if o.limit_price == 299.0 and not o.parent_id))
+    broker.gtt.cancel(rule)
+    dash.refresh()
+    assert set(order_lines(dash)) == {"target SELL 65 @302.00", "SL SELL 65 @297.00"}
+    assert {a.text for a in dash.price_fig.layout.annotations} == set(order_lines(dash))
+
+    # The target fills: the bracket's stop is cancelled with it, and no line is left.
+    trade(trader, 302.1)
+    trade(trader, 302.1)
+    assert broker.open_orders() == [] and broker.position(TOKEN).qty == 0
+    dash.refresh()
+    assert order_lines(dash) == {} and not dash.price_fig.layout.annotations
+    pnl = broker.pnl()
+    assert pnl["realized"] > 0 and pnl["charges"] > 0
+    assert f">{rupees(pnl['net'])}</b>" in dash.status_line.value
+    assert f"<span class='kit-charges'>{rupees(pnl['charges'])}</span>" in dash.status_line.value
+
+
+def test_order_lines_are_rewritten_only_when_they_change(priced_trader):
+    trader = priced_trader
+    trader.strategy = Scripted({1: lambda t: Signal.stop_sell(t, qty=65, trigger=295.0)})
+    trader.start()
+    assert trader.wait_connected(10)
+    dash = kit.dashboard(trader, interval=None, token=TOKEN)
+    drawn = []
+    draw = dash._draw_order_lines
+    dash._draw_order_lines = lambda lines: (drawn.append(lines), draw(lines))
+    trade(trader, 300.0)
+    for _ in range(3):
+        dash.refresh()
+    trade(trader, 300.5)                         # a new price, the same orders: no rewrite
+    dash.refresh()
+    assert len(drawn) == 1 and list(order_lines(dash)) == ["SL SELL 65 @295.00"]
+    stop = trader.broker.open_orders()[0]
+    assert trader.broker.modify(stop.order_id, trigger=296.0)
+    dash.refresh()
+    dash.refresh()
+    assert len(drawn) == 2 and list(order_lines(dash)) == ["SL SELL 65 @296.00"]
+
+
+def test_order_line_labels_and_which_orders_and_rules_get_one():
+    from kit.broker.gtt import GttRule
+    from kit.core.orders import Order
+    from kit.ui.figures import order_line_key, order_line_label, order_line_layout
+
+    def order(order_type, side, qty, limit=None, trigger=None, parent="", token=TOKEN, filled=0):
+        return Order("O", token, 2, side, qty, order_type, limit, "OPEN", filled, 0.0, "", 0, 0,
+                     trigger_price=trigger, parent_id=parent)
+
+    orders = [order("MARKET", "BUY", 65),                                       # no price to draw
+              order("STOPLOSS_LIMIT", "SELL", 65, limit=296.5, trigger=297.0),
+              order("LIMIT", "BUY", 130, limit=299.0, filled=65),               # 65 left
+              order("LIMIT", "SELL", 65, limit=302.0, parent="P1"),
+              order("LIMIT", "SELL", 65, limit=310.0, token="99999")]           # another instrument
+    rules = [GttRule("G1", TOKEN, 2, "SELL", 65, 305.0, 304.5, "NEW"),
+             GttRule("G2", TOKEN, 2, "BUY", 65, 290.0, 290.5, "SENTTOEXCHANGE"),   # fired: its order shows
+             GttRule("G3", TOKEN, 2, "BUY", 65, 288.0, 288.5, "CANCELLED"),
+             GttRule("G4", TOKEN, 1, "BUY", 65, 287.0, 287.5, "NEW")]               # same token, other exchange
+    key = order_line_key(orders, rules, TOKEN, 2)
+    assert [order_line_label(line) for line in key] == [
+        "GTT SELL 65 @305.00", "target SELL 65 @302.00", "BUY 65 LMT 299.00", "SL SELL 65 @297.00 LMT 296.50"]
+    assert len(order_line_key(orders, rules, TOKEN)) == 5        # exchange unknown: every rule of the token
+    # Two lines at one price share one label.
+    shapes, notes = order_line_layout(order_line_key([order("LIMIT", "BUY", 65, limit=299.0)] * 2, [], TOKEN, 2))
+    assert len(shapes) == 2 and [n["text"] for n in notes] == ["BUY 65 LMT 299.00 · BUY 65 LMT 299.00"]
+
+
+def test_gtt_rules_are_read_as_last_seen_never_asked_of_the_exchange():
+    from types import SimpleNamespace
+
+    from kit.broker.gtt import GttRule
+    from kit.ui.refresh import waiting_gtt_rules
+
+    def asked(*_):
+        raise AssertionError("gtt.rules() is a request to the exchange")
+
+    rules = [GttRule("G1", TOKEN, 2, "SELL", 65, 305.0, 304.5, "NEW"),
+             GttRule("G2", TOKEN, 2, "SELL", 65, 306.0, 305.5, "CANCELLED")]
+    live = SimpleNamespace(live=True, gtt=SimpleNamespace(seen=lambda: rules, rules=asked))
+    assert waiting_gtt_rules(live) == rules[:1]
+    assert waiting_gtt_rules(SimpleNamespace(live=True, gtt=SimpleNamespace(rules=asked))) == []

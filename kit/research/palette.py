@@ -22,6 +22,8 @@ VOLUME = "#8da0cb"
 ERROR = "#c62828"        # text that says something went wrong
 OK = "#2e7d32"
 MUTED = "#555555"
+# The price chart's lines for open orders and waiting GTT rules, by kind.
+ORDER_LINES = {"stop": "#e65100", "target": "#2e7d32", "limit": "#1565c0", "gtt": "#6a1b9a"}
 
 
 def mode_color(mode: str) -> str:

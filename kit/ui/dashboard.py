@@ -8,10 +8,13 @@
 What it shows: a paper/live badge; the dispatch mode (queue / callback /
 poll) as a toggle; Start, Stop, the kill switch, Flatten and Resume; a status
 line (connected, ticks/s, queue depth, drops, strategy errors, reconnects,
-P&L, a halt and its reason); the last strategy error's traceback, folded; and
-three plotly ``FigureWidget`` charts: the price of one instrument (by trading
-symbol) with its buy and sell signals, latency per stage per mode (p50 bar,
-p99 whisker, over each mode's last ticks) and throughput. Times are IST.
+net P&L after charges with gross and charges beside it, a halt and its
+reason); the last strategy error's traceback, folded; and three plotly
+``FigureWidget`` charts: the price of one instrument (by trading symbol) with
+its buy and sell signals and a labelled line per open order price (a stop's
+trigger, a resting limit, a bracket's target) and per waiting GTT rule,
+latency per stage per mode (p50 bar, p99 whisker, over each mode's last
+ticks) and throughput. Times are IST.
 
 The parts: ``figures`` (the charts and their data), ``status`` (the words),
 ``controls`` (the buttons and what a click does), ``refresh`` (the thread

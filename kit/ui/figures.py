@@ -1,5 +1,10 @@
 """The dashboard's three plotly figures, and the pure functions that shape their data.
 
+The price chart also draws a horizontal line, labelled, per open order price
+and per waiting GTT rule of its instrument (``order_line_key`` and
+``order_line_layout``): layout shapes across the plot, rewritten only when
+that set of lines changes.
+
 Every time axis is in IST (Asia/Kolkata, UTC+05:30 all year: no daylight
 saving), whatever zone the machine runs in. A pause in the feed is a break
 in the price line, not a straight segment across it. Colours come from
@@ -10,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from kit.broker.gtt import GTT_NEW
+from kit.core.strategy import LIMIT, STOP_TYPES, STOPLOSS_LIMIT
 from kit.engine.metrics import STAGES
 from kit.research import palette
 
@@ -57,6 +64,73 @@ def latency_trace_values(rows: list) -> dict:
     return {"x": [stage for stage, _ in kept], "y": [r[0] for _, r in kept],
             "error_y.array": [r[1] - r[0] for _, r in kept],
             "customdata": [[r[1], r[2]] for _, r in kept]}
+
+
+# ---------------------------------------------------------------------- open orders and GTT rules on the price chart
+ORDER_LINE_DASH = {"stop": "dash", "target": "dot", "limit": "solid", "gtt": "dashdot"}
+
+
+def order_line_key(orders, rules, token: str, exchange_type: int | None = None) -> tuple:
+    """The price chart's order lines for one instrument, as plain values: ``((price, kind, side, qty,
+    limit), ...)``, highest price first. It is the key the refresh compares with the last one drawn:
+    the same tuple, nothing to send.
+
+    One line per price that matters: a stop's trigger (``kind`` "stop"; ``limit`` is a STOPLOSS_LIMIT's
+    limit), a resting LIMIT's limit ("limit"; "target" for a bracket's exit leg, a LIMIT with a
+    ``parent_id``), a waiting (NEW) GTT rule's trigger ("gtt"; ``limit`` is the price it places its
+    order at). MARKET orders have no price to draw. ``qty`` is what is left unfilled.
+    """
+    lines = []
+    for o in orders:
+        if o.token != token or (exchange_type is not None and o.exchange_type != exchange_type):
+            continue
+        left = o.qty - (o.filled_qty or 0)
+        if o.order_type in STOP_TYPES and o.trigger_price:
+            lines.append((float(o.trigger_price), "stop", o.side, left,
+                          float(o.limit_price) if o.order_type == STOPLOSS_LIMIT and o.limit_price else None))
+        elif o.order_type == LIMIT and o.limit_price:
+            lines.append((float(o.limit_price), "target" if o.parent_id else "limit", o.side, left, None))
+    for r in rules:
+        if r.status == GTT_NEW and r.token == token and (exchange_type is None or r.exchange_type == exchange_type):
+            lines.append((float(r.trigger_price), "gtt", r.side, r.qty, float(r.price)))
+    lines.sort(key=lambda line: (-line[0], line[1], line[2]))
+    return tuple(lines)
+
+
+def order_line_label(line: tuple) -> str:
+    """"SL SELL 65 @297.00", "target SELL 65 @302.00", "GTT SELL 65 @305.00", "BUY 65 LMT 299.00"."""
+    price, kind, side, qty, limit = line
+    if kind == "stop":
+        return f"SL {side} {qty:,} @{price:,.2f}" + (f" LMT {limit:,.2f}" if limit is not None else "")
+    if kind == "target":
+        return f"target {side} {qty:,} @{price:,.2f}"
+    if kind == "gtt":
+        return f"GTT {side} {qty:,} @{price:,.2f}"
+    return f"{side} {qty:,} LMT {price:,.2f}"
+
+
+def order_line_layout(key: tuple) -> tuple[list[dict], list[dict]]:
+    """``(shapes, annotations)`` for the price chart's layout from ``order_line_key``'s tuple.
+
+    A line spans the plot's width (``xref="paper"``): it does not move as time passes, so it is sent
+    only when the orders change, and the y axis still ranges over it. Its label sits at the left
+    end, above it, clear of the newest prices on the right; lines at the same price share one label.
+    """
+    shapes, notes, at = [], [], {}
+    for line in key:
+        price, kind = line[0], line[1]
+        color = palette.ORDER_LINES[kind]
+        label = order_line_label(line)
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": price, "y1": price,
+                       "line": {"color": color, "width": 1.2, "dash": ORDER_LINE_DASH[kind]}, "name": label})
+        if price in at:
+            at[price]["text"] += f" · {label}"
+            continue
+        at[price] = {"xref": "paper", "x": 0.005, "xanchor": "left", "yref": "y", "y": price, "yanchor": "bottom",
+                     "text": label, "showarrow": False, "font": {"size": 10, "color": color},
+                     "bgcolor": "rgba(255,255,255,0.75)", "borderpad": 1, "name": f"order line {price}"}
+        notes.append(at[price])
+    return shapes, notes
 
 
 def price_figure() -> go.FigureWidget:

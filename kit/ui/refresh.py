@@ -1,10 +1,17 @@
 """The refresh thread: the one writer of the dashboard's charts, status, messages and buttons.
 
 At most ``1 / MIN_INTERVAL`` refreshes a second, one ``batch_update`` per
-figure per refresh, and only what changed is sent: the price chart when a
-tick of its instrument arrived, the latency and throughput charts at most
-once a second (their percentiles are most of a refresh's cost) and the
-latency bars of a mode only when that mode handled ticks since.
+figure per refresh, and only what changed is sent: the price chart's line
+and markers when a tick of its instrument arrived, its order lines when the
+set of open order prices and waiting GTT rules of its instrument changed,
+the latency and throughput charts at most once a second (their percentiles
+are most of a refresh's cost) and the latency bars of a mode only when that
+mode handled ticks since.
+
+What a refresh reads of the broker costs no request, paper or live:
+``open_orders()``, ``pnl()`` and the GTT rules as last seen
+(``broker.gtt.seen()``; never a live broker's ``gtt.rules()``, which is a
+request to the exchange).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from collections import deque
 
 import numpy as np
 
+from kit.broker.gtt import GTT_NEW
 from kit.engine.metrics import STAGES
 from kit.research import palette
 from kit.ui import figures, status as words
@@ -37,6 +45,7 @@ class Refresher:
         self._latency_cache: dict[str, tuple[int, list]] = {}
         self._slow_charts_at = 0.0
         self._price_version = None
+        self._order_lines = ()                        # order_line_key of the lines drawn
         self._breaks: deque = deque(maxlen=100)       # recv_ns after which a new connection began
         self._connects = None
         self._newest_recv = 0
@@ -87,7 +96,7 @@ class Refresher:
                 self._breaks.append(self._newest_recv)
             self._connects = connection
         self._sync_controls(status)
-        self.status_line.value = words.status_html(status, rate, trader, self._replaced())
+        self.status_line.value = words.status_html(status, rate, trader, self._replaced(), trader.broker.pnl())
         self._refresh_errors(status["strategy_errors"])
         self._refresh_price()
         if slow_charts:
@@ -136,6 +145,10 @@ class Refresher:
 
     def _refresh_price(self) -> None:
         token = self._token
+        broker = self.trader.broker
+        lines = figures.order_line_key(broker.open_orders(), waiting_gtt_rules(broker), token,
+                                       self._exchange_of.get(token))
+        new_lines = lines != self._order_lines
         kept = self._ticks
         newest = kept[-1] if kept else None
         if newest is not None:
@@ -143,6 +156,8 @@ class Refresher:
         signals = [(s, r) for s, r in _copy(self._signals) if s.token == token]
         version = (token, self._newest_recv, len(signals), len(self._breaks))
         if version == self._price_version:
+            if new_lines:
+                self._draw_order_lines(lines)
             return
         self._price_version = version
         ticks = _last_of_token(_copy(kept), token, self.window)
@@ -158,12 +173,24 @@ class Refresher:
         line_x, line_y = figures.with_gaps(recv, ltp, breaks_ns=np.fromiter(self._breaks, dtype=np.int64))
         fig = self.price_fig
         with fig.batch_update():
+            if new_lines:
+                self._draw_order_lines(lines)
             fig.data[0].x, fig.data[0].y = self._ist(line_x), line_y
             for trace, key in zip(fig.data[1:], ("BUY", "SELL", None)):
                 xs, ys = marks[key]
                 trace.x, trace.y = self._ist(np.array(xs, dtype=np.int64)), np.array(ys, dtype=np.float64)
             last = f"  {ltp[-1]:,.2f}" if len(ltp) else "  (no ticks yet)"
             fig.layout.title.text = f"{self._name(token)}{last}"
+
+    def _draw_order_lines(self, lines: tuple) -> None:
+        """The order lines of ``lines`` (``figures.order_line_key``) replace the ones drawn; inside the
+        price chart's ``batch_update`` when its data changes too, so one message carries both."""
+        shapes, notes = figures.order_line_layout(lines)
+        fig = self.price_fig
+        with fig.batch_update():
+            fig.layout.shapes = shapes
+            fig.layout.annotations = notes
+        self._order_lines = lines
 
     def _refresh_latency(self) -> None:
         metrics = self.trader.metrics
@@ -206,6 +233,26 @@ class Refresher:
 
     def _ist(self, recv_ns: np.ndarray) -> np.ndarray:
         return figures.ist_strings(recv_ns + self._clock_offset_ns)
+
+
+def waiting_gtt_rules(broker) -> list:
+    """The broker's GTT rules that wait (NEW), as last seen: no request to the exchange.
+
+    ``gtt.seen()`` where the broker has it; a paper book without it is read with ``gtt.rules()``, which
+    on paper is a read of the broker's own memory. A live book without ``seen()`` shows no rules rather
+    than ask the exchange on every refresh.
+    """
+    gtt = getattr(broker, "gtt", None)
+    if gtt is None:
+        return []
+    seen = getattr(gtt, "seen", None)
+    if seen is not None:
+        rules = seen()
+    elif not broker.live:
+        rules = gtt.rules((GTT_NEW,))
+    else:
+        return []
+    return [r for r in rules if r.status == GTT_NEW]
 
 
 def _copy(buffer) -> list:

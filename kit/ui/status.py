@@ -5,6 +5,7 @@ what they return into the widgets.
 """
 from __future__ import annotations
 
+import functools
 import html
 
 import numpy as np
@@ -19,12 +20,39 @@ def badge(text: str, color: str, detail: str) -> str:
             f'border-radius:4px">{text}</span> <span style="color:{palette.MUTED}">{html.escape(detail)}</span>')
 
 
-def status_html(status: dict, rate: float, trader, replaced: bool) -> str:
+def rupees(value: float) -> str:
+    """₹1,234.50 and -₹32.38 (a minus before the sign, never -₹0.00)."""
+    value = round(float(value), 2)
+    return f"-₹{-value:,.2f}" if value < 0 else f"₹{value:,.2f}"
+
+
+def pnl_html(pnl: dict) -> str:
+    """Today's P&L after charges, net first and prominent: ``pnl`` is ``broker.pnl()`` (realized,
+    unrealized, total = gross, charges, net = total - charges)."""
+    gross = pnl["total"]
+    charges = pnl.get("charges", 0.0)
+    return _pnl_html(pnl.get("net", gross - charges), gross, charges, pnl["realized"])
+
+
+@functools.lru_cache(maxsize=16)
+def _pnl_html(net: float, gross: float, charges: float, realized: float) -> str:
+    """``pnl_html``'s text, remembered: the status line is rebuilt on every refresh, the P&L rarely moves."""
+    color = palette.OK if round(net, 2) >= 0 else palette.ERROR
+    return (f"net P&amp;L <b class='kit-net' style='color:{color};font-size:14px'>{rupees(net)}</b> "
+            f"(gross <span class='kit-gross'>{rupees(gross)}</span> − charges "
+            f"<span class='kit-charges'>{rupees(charges)}</span>; realized {rupees(realized)})")
+
+
+def status_html(status: dict, rate: float, trader, replaced: bool, pnl: dict | None = None) -> str:
+    """The status line. ``pnl``: ``broker.pnl()`` read with this refresh (gross, charges, net); without
+    it, the gross P&L of ``status``."""
+    if pnl is None:
+        pnl = {"realized": status["realized_pnl"], "total": status["pnl"], "charges": status.get("charges", 0.0)}
+        if "net" in status:
+            pnl["net"] = status["net"]
     connected = (f'<b style="color:{palette.OK}">● connected</b>' if status["connected"]
                  else f'<b style="color:{palette.ERROR}">○ not connected</b>')
     state = "running" if status["running"] else "stopped"
-    pnl = status["pnl"]
-    pnl_color = palette.OK if pnl >= 0 else palette.ERROR
     parts = [
         connected, state,
         f"mode <b>{status['mode']}</b>",
@@ -33,7 +61,7 @@ def status_html(status: dict, rate: float, trader, replaced: bool) -> str:
         f"signals {status['signals']:,} (rejected {status['rejected_signals']:,})",
         f"strategy errors <b class='kit-errors'>{status['strategy_errors']:,}</b>",
         f"reconnects {status['reconnects']:,}",
-        f"P&amp;L <b style='color:{pnl_color}'>₹{pnl:,.2f}</b> (realized {status['realized_pnl']:,.2f})",
+        pnl_html(pnl),
     ]
     if replaced:
         parts.insert(0, f"<b style='color:{palette.ERROR}'>REPLACED: a newer trader of this name exists;"
