@@ -595,4 +595,3 @@ def test_gtt_rules_are_read_as_last_seen_never_asked_of_the_exchange():
              GttRule("G2", TOKEN, 2, "SELL", 65, 306.0, 305.5, "CANCELLED")]
     live = SimpleNamespace(live=True, gtt=SimpleNamespace(seen=lambda: rules, rules=asked))
     assert waiting_gtt_rules(live) == rules[:1]
-    assert waiting_gtt_rules(SimpleNamespace(live=True, gtt=SimpleNamespace(rules=asked))) == []

@@ -135,6 +135,10 @@ class PaperGtt:
         with self._broker._lock:
             return [dataclasses.replace(r) for r in reversed(self._rules.values()) if r.status in statuses]
 
+    def seen(self) -> list[GttRule]:
+        """Every rule, newest first: on paper the book is the broker's own memory, always current."""
+        return self.rules()
+
     def rules_df(self, statuses: tuple[str, ...] = GTT_STATUSES) -> "pandas.DataFrame":
         import pandas as pd
         return pd.DataFrame([[getattr(r, c) for c in GTT_COLUMNS] for r in self.rules(statuses)],

@@ -236,23 +236,9 @@ class Refresher:
 
 
 def waiting_gtt_rules(broker) -> list:
-    """The broker's GTT rules that wait (NEW), as last seen: no request to the exchange.
-
-    ``gtt.seen()`` where the broker has it; a paper book without it is read with ``gtt.rules()``, which
-    on paper is a read of the broker's own memory. A live book without ``seen()`` shows no rules rather
-    than ask the exchange on every refresh.
-    """
-    gtt = getattr(broker, "gtt", None)
-    if gtt is None:
-        return []
-    seen = getattr(gtt, "seen", None)
-    if seen is not None:
-        rules = seen()
-    elif not broker.live:
-        rules = gtt.rules((GTT_NEW,))
-    else:
-        return []
-    return [r for r in rules if r.status == GTT_NEW]
+    """The broker's GTT rules that wait (NEW), as last seen (``gtt.seen()``): never a request to the
+    exchange, which a live broker's ``gtt.rules()`` is."""
+    return [r for r in broker.gtt.seen() if r.status == GTT_NEW]
 
 
 def _copy(buffer) -> list:
