@@ -156,7 +156,8 @@ def print_report(trader) -> None:
         print("\n" + "  ".join(f"{k}={status[k]}" for k in
                                ("ticks_received", "ticks_processed", "dropped", "strategy_errors", "signals",
                                 "reconnects", "malformed_frames", "stalls", "gaps", "missed_ticks")))
-        print(f"P&L: realized {status['realized_pnl']:,.2f}  unrealized {status['unrealized_pnl']:,.2f}", flush=True)
+        print(f"P&L: realized {status['realized_pnl']:,.2f}  unrealized {status['unrealized_pnl']:,.2f}  "
+              f"charges {status['charges']:,.2f}  net {status['net_pnl']:,.2f}", flush=True)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -82,7 +82,7 @@ class Broker(Protocol):
         ...
 
     def pnl(self) -> dict[str, float]:
-        """``{"realized": ..., "unrealized": ..., "total": ...}`` over all positions."""
+        """``{"realized", "unrealized", "total" (gross), "charges", "net" (total - charges)}`` over all positions."""
         ...
 
     def last_price(self, token: str, exchange_type: int) -> float:

@@ -69,7 +69,8 @@ def broker_status(broker: Broker) -> dict:
                       position_differences=broker.stats["position_differences"],
                       positions_checked_at=broker.positions_checked_at)
     pnl = broker.pnl()
-    status.update(realized_pnl=pnl["realized"], unrealized_pnl=pnl["unrealized"], pnl=pnl["total"])
+    status.update(realized_pnl=pnl["realized"], unrealized_pnl=pnl["unrealized"], pnl=pnl["total"],
+                  charges=pnl["charges"], net_pnl=pnl["net"])
     return status
 
 
