@@ -122,6 +122,15 @@ def test_a_brackets_target_and_stop_cancel_each_other(sim, journal, in_tmp_cwd):
         assert pnl["realized"] == pytest.approx(3.0 * LOT) and pnl["net"] == pytest.approx(pnl["total"] - pnl["charges"])
         trade_at(sim, trader, 296.0)          # the cancelled stop stays cancelled
         assert broker.position(TOKEN, EX).qty == 0
+        # A second bracket: cancelling one exit leg cancels both, as on paper; the position stays.
+        again, _ = trader.submit(kit.Signal.buy(a_tick(sim), LOT, limit=295.5, target=3.0, stoploss=2.0))
+        assert wait_until(lambda: status_is(broker, again.order_id, "OPEN") and broker.order(again.order_id).broker_order_id)
+        trade_at(sim, trader, 295.0)
+        assert wait_until(lambda: broker.order(f"{again.order_id}-S") is not None
+                          and broker.order(f"{again.order_id}-S").status == "OPEN")
+        assert broker.cancel(f"{again.order_id}-S")
+        assert wait_until(lambda: all(broker.order(f"{again.order_id}-{leg}").status == "CANCELLED" for leg in "ST"))
+        assert broker.position(TOKEN, EX).qty == LOT
     finally:
         trader.close()
     # The legs were journaled as kit orders: a restart knows them.

@@ -173,6 +173,19 @@ def test_a_brackets_legs_are_placed_at_bracket_legs_prices_and_the_first_to_fill
     assert broker.on_tick(tick(103.0, FUTURE, NSE_FO)) is NO_FILLS       # the target is gone
 
 
+def test_cancelling_one_exit_leg_cancels_both_and_leaves_the_position(broker):
+    t = at(broker, 100.0)
+    entry = broker.submit(Signal.buy(t, qty=10, target=2.0, stoploss=1.0), t)
+    broker.on_tick(tick(100.0))
+    target, stop = broker.open_orders()
+    assert broker.cancel(stop.order_id)
+    assert broker.open_orders() == [] and order(broker, target.order_id).status == CANCELLED
+    assert order(broker, target.order_id).status_message == (
+        f"bracket {entry.order_id}: its other leg {stop.order_id} was cancelled")
+    assert broker.position("2885").qty == 10 and broker.exposure("2885", NSE_CM) == 10
+    assert broker.on_tick(tick(98.0)) is NO_FILLS and broker.on_tick(tick(103.0)) is NO_FILLS
+
+
 def test_a_sell_brackets_target_fills_and_its_stop_is_cancelled(broker):
     t = at(broker, 100.0)
     broker.submit(Signal.sell(t, qty=10, limit=100.5, target=1.5, stoploss=0.5), t)

@@ -302,8 +302,8 @@ class PaperBroker(PositionBook):
     def cancel(self, order_id: str) -> bool:
         """Cancel an open order. False if it is unknown or no longer open.
 
-        A bracket's entry cancelled before it fills places no legs; a leg
-        cancelled leaves its sibling working.
+        A bracket's entry cancelled before it fills places no legs; cancelling
+        either exit leg cancels both, as the exchange does (the position stays open).
         """
         with self._lock:
             return self._book.cancel(order_id)

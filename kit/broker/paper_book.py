@@ -209,10 +209,18 @@ class PaperBook:
         order = self.orders.get(order_id)
         if order is None or order.status != OPEN:
             return False
-        self.record_cancel(order)
         instrument = self.instrument_states[order.token][order.exchange_type]
-        instrument.pending = [w for w in instrument.pending if w.order is not order]
+        working = next((w for w in instrument.pending if w.order is order), None)
+        sibling = working.sibling if working is not None else None
+        self.record_cancel(order)
         self.cancelled(order, instrument)
+        if sibling is not None and sibling.order.status == OPEN:
+            # A bracket's exits are one unit, as at the exchange: cancelling one leg cancels both
+            # (the position stays open).
+            why = f"bracket {order.parent_id}: its other leg {order.order_id} was cancelled"
+            self.record_cancel(sibling.order, why)
+            self.cancelled(sibling.order, instrument, why)
+        instrument.pending = [w for w in instrument.pending if w.order is None or w.order.status == OPEN]
         return True
 
     def cancel_all(self) -> int:
