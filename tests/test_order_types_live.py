@@ -194,6 +194,17 @@ def test_a_margin_shortfall_is_refused_with_the_brokers_figures(sim, journal, in
         small, _ = trader.submit(kit.Signal.buy(a_tick(sim, CASH, 1), 100))
         assert wait_until(lambda: status_is(broker, small.order_id, "COMPLETE"))
         assert broker.stats["margin_checks"] == 2 and broker.stats["margin_refused"] == 1
+        # Two orders back to back, each needing 5.8 million: the second is refused before it is sent,
+        # the funds the first blocks counted whether or not getRMS is read again in between.
+        first, _ = trader.submit(kit.Signal.buy(a_tick(sim, CASH, 1), 10_000))
+        second, _ = trader.submit(kit.Signal.buy(a_tick(sim, CASH, 1), 10_000))
+        assert wait_until(lambda: status_is(broker, first.order_id, "COMPLETE")
+                          and status_is(broker, second.order_id, "REJECTED"))
+        assert broker.order(second.order_id).status_message.startswith("insufficient margin: Angel One's")
+        assert len(sim.orders.order_book()) == 2          # the small order and the first
+        # An exit needs no margin: selling it all back passes whatever the funds.
+        out, _ = trader.submit(kit.Signal.sell(a_tick(sim, CASH, 1), 10_100))
+        assert wait_until(lambda: status_is(broker, out.order_id, "COMPLETE"))
     finally:
         trader.close()
 

@@ -4,6 +4,8 @@ It takes the work ``submit``, ``modify`` and ``cancel`` queue on the shared
 book's ``outbox``, in order, and for each request:
 
 * paces it below Angel One's limits through the one ``RateLimiter`` (``pacer``);
+* with ``margin_check`` on, asks Angel One's margin API about an opening
+  order first (``kit.broker.margin_check``);
 * journals the intent first (the write-ahead rule: a place request the journal
   did not record is not sent, unless it is a flattening order);
 * passes the trading gate immediately before a place or modify request and
@@ -26,8 +28,8 @@ from kit.angel.sdk import is_rate_limit_error
 from kit.broker.order_state import LiveBook, LiveOrder, order_record
 from kit.core.orders import ACTIVE, CANCELLED, OPEN, PENDING, REJECTED
 from kit.core.ratelimit import RateLimiter
-from kit.core.margin import opening_qty
-from kit.core.strategy import BUY, LIMIT, NORMAL, ROBO, STOP_TYPES, STOPLOSS_LIMIT
+from kit.broker.margin_check import MarginCheck
+from kit.core.strategy import LIMIT, NORMAL, ROBO, STOP_TYPES, STOPLOSS_LIMIT
 
 log = logging.getLogger("kit.broker.live")     # one logger for the live broker, whichever part speaks
 
@@ -55,6 +57,7 @@ class OrderSender:
     def __init__(self, book: LiveBook, pacer: RateLimiter):
         self.book = book
         self.pacer = pacer
+        self.margin = MarginCheck(book)
         self._thread: threading.Thread | None = None
 
     def start(self, name: str) -> None:
@@ -132,7 +135,7 @@ class OrderSender:
         if timing is not None:
             timing.dequeued = perf_counter_ns()
         # Before the lock that order updates take too: the margin check is two requests.
-        short = self._margin_shortfall(order_id) if book.margin_check else ""
+        short = self.margin.shortfall(order_id) if book.margin_check else ""
         with book.apply_lock:
             with book.lock:
                 if book.send_state.get(order_id) != "queued":
@@ -211,39 +214,6 @@ class OrderSender:
         if order.variety == ROBO:
             params["squareoff"], params["stoploss"] = f"{order.target:.2f}", f"{order.stoploss:.2f}"
         return params
-
-    def _margin_shortfall(self, order_id: str) -> str:
-        """Why Angel One's margin API says the account cannot carry this order ("" if it can, or if it
-        only shrinks a position, or is a flattening order). A check that cannot be made refuses the
-        order: it was asked for, and sending blind is not it."""
-        book = self.book
-        with book.lock:
-            order = book.orders[order_id]
-            if order_id in book.force or book.send_state.get(order_id) != "queued":
-                return ""
-            inst = book.instrument(order.token, order.exchange_type)
-            same_side = (inst.open_buy if order.side == BUY else inst.open_sell) - (order.qty - order.filled_qty)
-            opening = opening_qty(inst.qty, max(0, same_side), order.side, order.qty)
-            price = order.limit_price or inst.last_price
-        if not opening:
-            return ""
-        request = {"positions": [{"exchange": order.exchange, "qty": opening, "price": price,
-                                  "productType": order.product, "token": order.token, "tradeType": order.side,
-                                  "orderType": order.order_type}]}
-        try:
-            self.pacer.wait()
-            margin = book.client.getMarginApi(request)
-            funds = book.client.rmsLimit()
-            need = float(margin["data"]["totalMarginRequired"])
-            available = float(funds["data"]["net"])
-        except Exception as exc:
-            return f"not sent: the margin check could not be made ({type(exc).__name__}: {exc})"
-        book.stats["margin_checks"] += 1
-        if need > available:
-            book.stats["margin_refused"] += 1
-            return (f"insufficient margin: Angel One's margin API says the order needs ₹{need:,.2f}, "
-                    f"₹{available:,.2f} is available")
-        return ""
 
     def _finish_unsent(self, order_id: str, why: str, status: str = CANCELLED, *, journal: bool = True) -> None:
         """An order that never left this machine becomes final, with ``why``. The caller holds ``apply_lock``."""
