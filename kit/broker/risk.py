@@ -16,7 +16,9 @@ Each costs O(1) whatever the number of open orders:
    shrink a position pass there until the next session
 4. ``max_qty_per_order`` (units) and ``max_lots_per_order`` (lots of the instrument)
 5. ``max_position_per_token``: |position + open orders + this order|, in units;
-   an order that shrinks the exposure always passes
+   an order that shrinks the exposure always passes. A waiting stop-loss
+   counts as if it had triggered (its worst case); a bracket's two exits
+   count once, since only one can fill (``kit.core.orders.counts_as_open``)
 6. ``max_daily_loss``: once realized + unrealized P&L net of charges is at or below minus this,
    the loss stop trips and stays tripped until ``resume()``: only orders that
    shrink a position pass, even if the marks recover
