@@ -207,3 +207,23 @@ def test_paper_kill_switch_cancels_flattens_and_halts(sim, in_tmp_cwd):
     assert trader.broker.open_orders() == []
     assert rejected == ["trading halted: drawdown"] * 3
     assert trader.status["halted"] and trader.status["halt_reason"] == "drawdown"
+
+
+def test_a_waiting_stop_counts_as_triggered_and_a_brackets_exits_count_once():
+    broker = PaperBroker(charges=None)
+    risk = RiskManager(RiskLimits(max_position_per_token=100))
+    t = tick(100.0)
+    broker.on_tick(t)
+    stop = Signal.stop_buy(t, 100, trigger=101.0)
+    assert risk.check(stop, t, broker) is None and broker.submit(stop, t).status == "OPEN"
+    # Not triggered yet, but it may: another 10 would make 110.
+    assert "beyond max_position_per_token 100" in risk.check(Signal.buy(t, 10), t, broker)
+    broker.cancel_all()
+
+    entry = Signal.buy(t, 100, target=2.0, stoploss=1.0)
+    assert risk.check(entry, t, broker) is None
+    broker.submit(entry, t)
+    broker.on_tick(tick(100.0, 2))          # the entry fills; a target and a stop wait to sell 100
+    assert len(broker.open_orders()) == 2 and broker.exposure(TOKEN, 1) == 0
+    # The two exits can take the position to 0, never to -100: a new buy of 100 still fits.
+    assert risk.check(Signal.buy(tick(100.0, 3), 100), tick(100.0, 3), broker) is None
