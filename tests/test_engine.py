@@ -445,7 +445,7 @@ PAPER_STATUS = {
     "heartbeats_sent": 0, "pongs": 0, "unknown_text_frames": 0, "socket_errors": 0, "last_error": "",
     "feed_lag_ms": None, "max_feed_lag_ms": 0.0, "live": False, "armed": False, "halted": False, "halt_reason": "",
     "orders_blocked": "", "loss_stop": "", "last_rejection": "", "square_off": "", "open_orders": 0,
-    "bad_marks": 0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "pnl": 0.0,
+    "bad_marks": 0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "pnl": 0.0, "charges": 0.0, "net_pnl": 0.0,
     "connections": [], "session_expires_at": None, "session_renewals": 0, "session_renewed_at": None,
     "session_error": "", "session_retry_in": None,
 }
