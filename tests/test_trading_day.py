@@ -114,8 +114,9 @@ def test_a_trading_day_in_fast_forward(tmp_path_factory, in_tmp_cwd):
 
         # 09:14: before the open, the strategy's orders are refused with the calendar's reason.
         market()
-        assert len(refusals) == 2 and all(r.startswith("outside NFO hours 09:15–15:30 IST on 2026-12-01")
-                                          for r in refusals), refusals
+        # The strategy has seen the ticks; its signals reach risk just after: wait for the refusals themselves.
+        assert wait_until(lambda: len(refusals) >= 2, 10) and len(refusals) == 2, refusals
+        assert all(r.startswith("outside NFO hours 09:15–15:30 IST on 2026-12-01") for r in refusals), refusals
         assert not sim.orders.arrivals                       # nothing reached the exchange
 
         # 09:20: the market is open; every instrument ticks, the strategy builds its position.
@@ -173,7 +174,8 @@ def test_a_trading_day_in_fast_forward(tmp_path_factory, in_tmp_cwd):
         refused = len(refusals)
         clock.set("2026-12-01 15:12")
         market()                                           # the strategy asks again: refused, both
-        assert len(refusals) == refused + 2 and all(r.startswith("intraday square-off: NFO") for r in refusals[-2:])
+        assert wait_until(lambda: len(refusals) >= refused + 2, 10) and len(refusals) == refused + 2, refusals
+        assert all(r.startswith("intraday square-off: NFO") for r in refusals[-2:]), refusals
         position(0, 0)
 
         # 15:31: the close has come: new orders are refused with the calendar's reason.
