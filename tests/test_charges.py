@@ -93,10 +93,15 @@ def test_segments_overrides_and_orders_filled_in_parts():
     # One rate replaced, the rest kept.
     zero = Charges(table={"NFO_OPT": dataclasses.replace(RATES["NFO_OPT"], brokerage_flat=0.0)})
     assert zero.for_fill(NFO, "NFO_OPT", "BUY", 65, 120.5).brokerage == 0.0
-    with pytest.raises(KeyError, match="MCX_FUT"):
-        Charges().for_fill(5, "1", "BUY", 1, 100.0, instrument="FUTCOM")
-    assert Charges(table={"MCX_FUT": ChargeRates("MCX_FUT")}).for_fill(5, "1", "BUY", 1, 100.0,
-                                                                      instrument="FUTCOM").total > 0
+    with pytest.raises(KeyError, match="BFO_FUT"):
+        Charges().for_fill(4, "1", "BUY", 1, 100.0, instrument="FUTIDX")
+    assert Charges(table={"BFO_FUT": ChargeRates("BFO_FUT")}).for_fill(4, "1", "BUY", 1, 100.0,
+                                                                      instrument="FUTIDX").total > 0
+    # MCX futures: CTT 0.01 % on the sell, MCX 0.0021 %, no stamp duty on a sell; ₹20 brokerage.
+    gold = Charges().for_fill(5, "450001", "SELL", 100, 7_000.0, instrument="FUTCOM")     # ₹7 lakh
+    assert gold.segment == "MCX_FUT" and gold.stt == pytest.approx(70.0) and gold.exchange == pytest.approx(14.7)
+    assert gold.brokerage == 20.0 and gold.stamp == 0.0
+    assert gold.gst == pytest.approx(0.18 * (20.0 + 14.7 + 0.7))
     # An order filled in two parts pays one brokerage, shared by turnover.
     fills = pd.DataFrame({"order_id": ["a", "a", "b"], "token": ["43650"] * 3, "exchange_type": [NFO] * 3,
                           "side": ["BUY", "BUY", "SELL"], "qty": [65, 65, 130], "price": [100.0, 100.0, 100.0]})

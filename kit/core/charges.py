@@ -6,7 +6,8 @@
     c.for_fill(1, "2885", "BUY", 10, 2900.0, "INTRADAY")  # NSE cash: the product picks intraday/delivery
     c.for_fills(result.fills, instrument="options")       # the fills plus a column per component
 
-Rates: Angel One's standard plan as it publishes it on its "charges" page
+Rates (NSE cash, NFO; BSE cash and MCX marked below as not yet checked): Angel One's standard plan as it
+publishes it on its "charges" page
 (angelone.in/exchange-transaction-charges), with the regulatory revisions in
 force from 1 October 2024 (STT on F&O raised by the Union Budget 2024; NSE's
 revised transaction and IPFT charges) and Angel One's delivery brokerage from
@@ -85,6 +86,15 @@ RATES: dict[str, ChargeRates] = {
     # NSE equity options (index and stock): everything on the premium.
     "NFO_OPT": ChargeRates("NFO_OPT", 20.0, 0.0025, stt_sell=0.001, exchange=0.0003503, ipft=0.000005,
                            stamp_buy=0.00003),
+    # Not yet checked against a contract note (brokers' published statutory rates, late 2024): BSE cash
+    # (transaction charges ₹375 a crore for groups A and B) and MCX non-agri commodities (CTT on sells;
+    # MCX's transaction charges; stamp duty on buys).
+    "BSE_EQ_INTRADAY": ChargeRates("BSE_EQ_INTRADAY", 20.0, 0.0025, stt_sell=0.00025, exchange=0.0000375,
+                                   stamp_buy=0.00003),
+    "BSE_EQ_DELIVERY": ChargeRates("BSE_EQ_DELIVERY", 20.0, 0.001, stt_buy=0.001, stt_sell=0.001,
+                                   exchange=0.0000375, stamp_buy=0.00015),
+    "MCX_FUT": ChargeRates("MCX_FUT", 20.0, 0.0025, stt_sell=0.0001, exchange=0.000021, stamp_buy=0.00002),
+    "MCX_OPT": ChargeRates("MCX_OPT", 20.0, 0.0025, stt_sell=0.0005, exchange=0.000418, stamp_buy=0.00003),
 }
 
 
