@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -29,9 +30,17 @@ def subscribe_ltp(ws, tokens: list[str]) -> None:
 @pytest.mark.timeout(600)
 def test_quick_run_reports_every_mode_scenario_and_target(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "kit.bench", "--quick", "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=540)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Python's fault handler dumps every thread's stack on SIGABRT: a run that hangs says where.
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "kit.bench", "--quick", "--out", str(out)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"kit.bench --quick did not finish in 540 s; its output:\n{stdout[-2000:]}\n"
+                    f"its threads:\n{stderr[-6000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "the benchmark wrote outside --out"
     results = json.loads((out / "bench.json").read_text())
 

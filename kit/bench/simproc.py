@@ -62,6 +62,9 @@ def _serve(conn, kwargs: dict) -> None:
         sim.stop()
 
 
+CALL_TIMEOUT_S = 120.0
+
+
 class SimProcess:
     """A ``kit.sim.server.Simulator`` (with ``stamp_send_ns=True``) in a child process."""
 
@@ -127,6 +130,9 @@ class SimProcess:
             raise RuntimeError("the simulator process is not running")
         with self._lock:
             self._conn.send((name, args))
+            # Bounded: a simulator that stopped answering is an error naming the call, not a silent hang.
+            if not self._conn.poll(CALL_TIMEOUT_S):
+                raise TimeoutError(f"simulator.{name} did not answer within {CALL_TIMEOUT_S:.0f} s")
             ok, result = self._conn.recv()
         if not ok:
             raise RuntimeError(f"simulator.{name}: {result}")
