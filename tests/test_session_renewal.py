@@ -130,7 +130,11 @@ def test_the_session_is_renewed_before_it_expires_without_losing_ticks_or_orders
         with Ticking(sim):
             # Renewed 2 s before the 3 s token's expiry (well, at half its life: 1.5 s): twice, here.
             assert wait_until(lambda: keeper.renewals >= 2, 20), keeper.status()
-            assert wait_until(lambda: trader.feed.stats.connected and trader.broker.stream.stats.connected, 10)
+            # Each renewal reconnects both sockets, a moment after it: wait for the reconnects themselves,
+            # not for "connected", which the sockets still are just before the second one.
+            assert wait_until(lambda: trader.feed.stats.reconnects >= 2 and trader.broker.stream.stats.connects >= 3
+                              and trader.feed.stats.connected and trader.broker.stream.stats.connected, 20), \
+                (trader.feed.stats, trader.broker.stream.stats)
         assert keeper.by_refresh >= 2 and keeper.by_login == 0
         new_token = keeper.current().auth_token
         assert new_token != first_token and jwt_expiry(new_token) > expires
