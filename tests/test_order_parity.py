@@ -81,16 +81,16 @@ def fills(frame):
     return [(f.side, f.qty, round(f.price, 2), round(f.charges, 6)) for f in frame.itertuples()]
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_paper_and_live_make_the_same_orders_fills_and_net_pnl(scenario, sim, tmp_path_factory, in_tmp_cwd):
-    plan, path = SCENARIOS[scenario]
-    tmp_path = tmp_path_factory.mktemp("parity")
-    rec = tmp_path / "rec"
+def run_live(sim, tmp_path, path, *, strategy=None, record=None, after_first=None):
+    """A live trader on the simulator, the price set tick by tick along ``path``, each tick handled to the
+    end before the next (``after_first(trader)`` once the first was); its orders, fills and P&L."""
     trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={EX: [TOKEN]}, risk=LIMITS,
-                                             record=str(rec), journal=kit.JournalConfig(str(tmp_path / "j.sqlite")),
+                                             record=str(record) if record else None,
+                                             journal=kit.JournalConfig(str(tmp_path / "j.sqlite")),
                                              name=f"parity-{time.monotonic_ns()}"),
                             venue=kit.SimVenue(simulator=sim))
-    trader.strategy = Scripted(plan)
+    if strategy is not None:
+        trader.strategy = strategy
     trader.start()
     try:
         assert trader.wait_connected(10) and trader.broker.wait_ready(10)
@@ -99,10 +99,19 @@ def test_paper_and_live_make_the_same_orders_fills_and_net_pnl(scenario, sim, tm
         for n, price in enumerate(path, 1):
             sim.trade_at(EX, TOKEN, price)
             assert wait_until(lambda: quiet(trader, sim, n), 15), (n, trader.broker.orders_df())
-        live_orders, live_fills = trader.broker.orders_df(), trader.broker.fills_df()
-        live_pnl = trader.broker.pnl()
+            if n == 1 and after_first is not None:
+                after_first(trader)
+        return trader.broker.orders_df(), trader.broker.fills_df(), trader.broker.pnl()
     finally:
         trader.close()
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_paper_and_live_make_the_same_orders_fills_and_net_pnl(scenario, sim, tmp_path_factory, in_tmp_cwd):
+    plan, path = SCENARIOS[scenario]
+    tmp_path = tmp_path_factory.mktemp("parity")
+    rec = tmp_path / "rec"
+    live_orders, live_fills, live_pnl = run_live(sim, tmp_path, path, strategy=Scripted(plan), record=rec)
 
     paper, _ = replay(Scripted(plan), str(rec), risk=LIMITS)
     assert orders(paper.broker.orders_df()) == orders(live_orders)
@@ -118,25 +127,12 @@ def test_gtt_rules_fire_and_fill_alike_on_paper_and_live(sim, tmp_path_factory, 
     from kit.broker.paper import PaperBroker
     rules = [("SELL", 304.0, 303.5), ("SELL", 303.5, 304.0), ("BUY", 303.2, 303.0)]
     path = [300.0, 303.9, 304.2, 303.0, 303.6]
-    journal = tmp_path_factory.mktemp("gtt") / "j.sqlite"
-    trader = kit.LiveTrader(kit.TraderConfig(feed="sim", paper=False, tokens={EX: [TOKEN]}, risk=LIMITS,
-                                             journal=kit.JournalConfig(str(journal)),
-                                             name=f"gtt-parity-{time.monotonic_ns()}"),
-                            venue=kit.SimVenue(simulator=sim))
-    trader.start()
-    try:
-        assert trader.wait_connected(10) and trader.broker.wait_ready(10)
-        sim.wait_for_subscribers(1)
-        trader.arm_live(confirm=sim.rest.credentials.client_code)
-        for n, price in enumerate(path, 1):
-            sim.trade_at(EX, TOKEN, price)
-            assert wait_until(lambda: quiet(trader, sim, n), 15), (n, trader.broker.orders_df())
-            if n == 1:
-                for side, trigger, limit in rules:
-                    trader.broker.gtt.create(TOKEN, EX, side, LOT, trigger=trigger, price=limit, product="INTRADAY")
-        live_fills, live_pnl = trader.broker.fills_df(), trader.broker.pnl()
-    finally:
-        trader.close()
+
+    def create_rules(trader):
+        for side, trigger, limit in rules:
+            trader.broker.gtt.create(TOKEN, EX, side, LOT, trigger=trigger, price=limit, product="INTRADAY")
+
+    _, live_fills, live_pnl = run_live(sim, tmp_path_factory.mktemp("gtt"), path, after_first=create_rules)
 
     paper = PaperBroker()
     for n, price in enumerate(path, 1):
